@@ -1,0 +1,248 @@
+//! One database handle for SQLite (the embedded default) and PostgreSQL.
+//!
+//! Services write runtime queries with `$1, $2 …` placeholders, which both
+//! backends accept, through the sqlx Any driver. SQLite gets one writer
+//! connection and a separate read pool: a second writer gains nothing and stalls
+//! in the busy handler. On PostgreSQL both handles are the same pool.
+
+use std::{path::Path, time::Duration};
+
+use sqlx::{
+    AnyPool, Executor as _,
+    any::AnyPoolOptions,
+    migrate::{MigrateError, Migrator},
+};
+
+use crate::config::DatabaseConfig;
+
+/// Which database a [`Db`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file.
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+/// The pools of one service's database. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Db {
+    writer: AnyPool,
+    reader: AnyPool,
+    backend: Backend,
+}
+
+/// Opening or migrating the database failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The database could not be reached or opened.
+    #[error("cannot open database: {0}")]
+    Connect(#[source] sqlx::Error),
+    /// The directory for a SQLite file could not be created.
+    #[error("cannot create database directory {path}: {source}")]
+    Directory {
+        /// The directory.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A migration failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[source] MigrateError),
+}
+
+impl Db {
+    /// Opens the database named by `config.url`, creating a SQLite file (and its
+    /// directory) when missing.
+    pub async fn connect(config: &DatabaseConfig) -> Result<Self, DbError> {
+        sqlx::any::install_default_drivers();
+        let url = config.url.expose();
+        let timeout = Duration::from_millis(config.acquire_timeout_ms);
+        if url.starts_with("sqlite:") {
+            let url = sqlite_url(url)?;
+            let writer = sqlite_options(1, timeout)
+                .connect(&url)
+                .await
+                .map_err(DbError::Connect)?;
+            let reader = sqlite_options(config.max_connections, timeout)
+                .connect(&url)
+                .await
+                .map_err(DbError::Connect)?;
+            Ok(Self {
+                writer,
+                reader,
+                backend: Backend::Sqlite,
+            })
+        } else {
+            let pool = AnyPoolOptions::new()
+                .max_connections(config.max_connections)
+                .acquire_timeout(timeout)
+                .connect(url)
+                .await
+                .map_err(DbError::Connect)?;
+            Ok(Self {
+                writer: pool.clone(),
+                reader: pool,
+                backend: Backend::Postgres,
+            })
+        }
+    }
+
+    /// Applies the service's embedded migrations (idempotent; safe with several
+    /// replicas starting at once on PostgreSQL, which takes an advisory lock).
+    pub async fn migrate(&self, migrator: &Migrator) -> Result<(), DbError> {
+        migrator.run(&self.writer).await.map_err(DbError::Migrate)
+    }
+
+    /// The pool for writes and for reads that must see the latest write.
+    pub fn writer(&self) -> &AnyPool {
+        &self.writer
+    }
+
+    /// The pool for reads.
+    pub fn reader(&self) -> &AnyPool {
+        &self.reader
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// A trivial query on each pool, for readiness.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        self.reader.execute("SELECT 1").await?;
+        if self.backend == Backend::Sqlite {
+            self.writer.execute("SELECT 1").await?;
+        }
+        Ok(())
+    }
+
+    /// Closes every connection, waiting for those in use.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+}
+
+fn sqlite_options(max: u32, timeout: Duration) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(timeout)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                // WAL lets readers run beside the writer; NORMAL sync is durable
+                // across process crashes (only an OS crash can lose the last commits).
+                conn.execute(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+                )
+                .await?;
+                Ok(())
+            })
+        })
+}
+
+/// Adds `mode=rwc` so the file is created, and creates its directory.
+fn sqlite_url(url: &str) -> Result<String, DbError> {
+    let rest = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if let Some(dir) = Path::new(path).parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(|source| DbError::Directory {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    }
+    let mut url = format!("sqlite://{path}");
+    if query.is_empty() {
+        url.push_str("?mode=rwc");
+    } else {
+        url.push('?');
+        url.push_str(query);
+        if !query.contains("mode=") {
+            url.push_str("&mode=rwc");
+        }
+    }
+    Ok(url)
+}
+
+/// How a failed query should reach the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbFailure {
+    /// A unique constraint refused the write: ALREADY_EXISTS (or a replay).
+    UniqueViolation,
+    /// The database is down, busy or out of connections: UNAVAILABLE, retryable.
+    Unavailable,
+    /// Anything else: INTERNAL.
+    Other,
+}
+
+/// Classifies a sqlx error in one place, so no service matches on error strings.
+pub fn classify(e: &sqlx::Error) -> DbFailure {
+    match e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => DbFailure::UniqueViolation,
+        sqlx::Error::Database(db) => {
+            // SQLITE_BUSY / SQLITE_LOCKED and PostgreSQL's serialization and
+            // connection-class failures are transient.
+            match db.code().as_deref() {
+                Some("5" | "6" | "40001" | "40P01" | "57P01" | "57P03") => DbFailure::Unavailable,
+                Some(code) if code.starts_with("08") => DbFailure::Unavailable,
+                _ => DbFailure::Other,
+            }
+        }
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => DbFailure::Unavailable,
+        _ => DbFailure::Other,
+    }
+}
+
+/// The `tonic::Status` for a database error that has no domain meaning here.
+pub fn status(e: &sqlx::Error) -> tonic::Status {
+    match classify(e) {
+        DbFailure::Unavailable => crate::error::unavailable("database", e),
+        DbFailure::UniqueViolation | DbFailure::Other => crate::error::internal(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_get_create_mode_and_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/user.db");
+        let url = sqlite_url(&format!("sqlite://{}", path.display())).unwrap();
+        assert!(url.ends_with("user.db?mode=rwc"), "{url}");
+        assert!(path.parent().unwrap().is_dir());
+        let url = sqlite_url(&format!("sqlite:{}?mode=ro", path.display())).unwrap();
+        assert!(url.ends_with("?mode=ro"), "{url}");
+    }
+
+    #[tokio::test]
+    async fn sqlite_opens_in_wal_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = DatabaseConfig {
+            url: crate::config::Secret::new(format!(
+                "sqlite://{}",
+                dir.path().join("t.db").display()
+            )),
+            ..DatabaseConfig::sqlite_default("t")
+        };
+        let db = Db::connect(&config).await.unwrap();
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(db.writer())
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        db.ping().await.unwrap();
+    }
+}

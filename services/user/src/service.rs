@@ -1,0 +1,189 @@
+//! The user service's rules: who may do what, and in which order things happen.
+//! Knows nothing of gRPC; talks to the database only through [`Store`].
+
+use emporium_common::{
+    auth::{Caller, IssuedToken, Tokens},
+    time::now_micros,
+};
+
+use crate::{
+    domain::{Email, NewUser, Password, Roles, User, UserChanges, UserId},
+    error::Error,
+    password::Hasher,
+    store::{StoredChanges, Store},
+};
+
+/// Default and maximum page sizes of ListUsers (documented in the proto).
+pub const PAGE_DEFAULT: u32 = 50;
+/// See [`PAGE_DEFAULT`].
+pub const PAGE_MAX: u32 = 500;
+
+/// One page of users and the cursor after its last item, if more may follow.
+#[derive(Debug)]
+pub struct Page {
+    /// The users.
+    pub users: Vec<User>,
+    /// `(created_at, id)` of the last user, when there is a next page.
+    pub next: Option<(i64, String)>,
+}
+
+/// The user service's operations.
+#[derive(Debug, Clone)]
+pub struct Users {
+    store: Store,
+    tokens: Tokens,
+    hasher: Hasher,
+}
+
+const BAD_CREDENTIALS: &str = "invalid email or password";
+
+impl Users {
+    /// The service over a migrated store.
+    pub fn new(store: Store, tokens: Tokens, hasher: Hasher) -> Self {
+        Self {
+            store,
+            tokens,
+            hasher,
+        }
+    }
+
+    /// The store, for readiness checks.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Signs a customer up.
+    pub async fn create(&self, new: NewUser) -> Result<User, Error> {
+        self.insert(new, Roles::customer()).await
+    }
+
+    async fn insert(&self, new: NewUser, roles: Roles) -> Result<User, Error> {
+        let hash = self.hasher.hash(new.password.expose()).await?;
+        let now = now_micros();
+        let user = User {
+            id: UserId::generate(),
+            email: new.email.as_str().to_owned(),
+            name: new.name.as_str().to_owned(),
+            roles,
+            active: true,
+            created_at: now,
+            updated_at: now,
+        };
+        self.store.insert(&user, &new.email.key(), &hash).await?;
+        tracing::info!(user_id = %user.id, "user created");
+        Ok(user)
+    }
+
+    /// Creates the configured admin unless a user with that email exists (which
+    /// is left exactly as it is: configuration never resets a password).
+    pub async fn bootstrap_admin(&self, new: NewUser) -> Result<(), Error> {
+        match self.insert(new, Roles::admin()).await {
+            Ok(user) => {
+                tracing::info!(user_id = %user.id, "bootstrap admin created");
+                Ok(())
+            }
+            Err(Error::AlreadyExists) => {
+                tracing::info!("bootstrap admin already exists; left unchanged");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Checks credentials and issues a token. Unknown email, wrong password and
+    /// deactivated user look the same from outside, in answer and in time.
+    pub async fn authenticate(&self, email: &str, password: &str) -> Result<(IssuedToken, User), Error> {
+        let found = self.store.credentials(&email.to_lowercase()).await?;
+        let (user, hash) = match &found {
+            Some((user, hash)) => (Some(user), Some(hash.as_str())),
+            None => (None, None),
+        };
+        let ok = self.hasher.verify(password, hash).await?;
+        match user {
+            Some(user) if ok && user.active => {
+                let token = self
+                    .tokens
+                    .issue(user.id.0, user.roles.as_slice())
+                    .map_err(|e| Error::Internal(e.to_string()))?;
+                Ok((token, user.clone()))
+            }
+            _ => Err(Error::Unauthenticated(BAD_CREDENTIALS)),
+        }
+    }
+
+    /// One user: the caller themself, or anyone for an admin. The permission check
+    /// comes first, so a customer learns nothing about other ids.
+    pub async fn get(&self, caller: &Caller, id: UserId) -> Result<User, Error> {
+        ensure_may_act_for(caller, id)?;
+        self.store.get(id).await?.ok_or(Error::NotFound)
+    }
+
+    /// Changes the present fields.
+    pub async fn update(&self, caller: &Caller, id: UserId, changes: UserChanges) -> Result<User, Error> {
+        ensure_may_act_for(caller, id)?;
+        if changes.needs_admin() && !caller.is_admin() {
+            return Err(Error::PermissionDenied("only admins may change roles or active"));
+        }
+        let password_hash = match &changes.password {
+            Some(p) => Some(self.hasher.hash(p.expose()).await?),
+            None => None,
+        };
+        let stored = StoredChanges {
+            email: changes.email.as_ref().map(|e| (e.as_str().to_owned(), e.key())),
+            name: changes.name.map(|n| n.as_str().to_owned()),
+            password_hash,
+            roles: changes.roles.map(|r| r.to_db()),
+            active: changes.active,
+        };
+        let user = self
+            .store
+            .update(id, stored, now_micros())
+            .await?
+            .ok_or(Error::NotFound)?;
+        tracing::info!(user_id = %user.id, "user updated");
+        Ok(user)
+    }
+
+    /// Deletes a user.
+    pub async fn delete(&self, caller: &Caller, id: UserId) -> Result<(), Error> {
+        ensure_may_act_for(caller, id)?;
+        if !self.store.delete(id).await? {
+            return Err(Error::NotFound);
+        }
+        tracing::info!(user_id = %id, "user deleted");
+        Ok(())
+    }
+
+    /// One page of users, admin-only.
+    pub async fn list(&self, caller: &Caller, after: Option<(i64, String)>, size: u32) -> Result<Page, Error> {
+        if !caller.is_admin() {
+            return Err(Error::PermissionDenied("only admins may list users"));
+        }
+        // One extra row tells whether a next page exists without a COUNT.
+        let mut users = self.store.list(after, size + 1).await?;
+        let next = if users.len() > size as usize {
+            users.truncate(size as usize);
+            users.last().map(|u| (u.created_at, u.id.to_string()))
+        } else {
+            None
+        };
+        Ok(Page { users, next })
+    }
+}
+
+fn ensure_may_act_for(caller: &Caller, id: UserId) -> Result<(), Error> {
+    if caller.may_act_for(id.0) {
+        Ok(())
+    } else {
+        Err(Error::PermissionDenied("customers may act only on their own user"))
+    }
+}
+
+/// Parses the configured bootstrap admin.
+pub fn admin_from_config(email: &str, password: &str) -> Result<NewUser, String> {
+    Ok(NewUser {
+        email: Email::parse(email).map_err(|e| format!("admin_email {e}"))?,
+        name: crate::domain::UserName::parse("Administrator").map_err(str::to_owned)?,
+        password: Password::parse(password).map_err(|e| format!("admin_password {e}"))?,
+    })
+}
