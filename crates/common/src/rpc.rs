@@ -1,7 +1,20 @@
 //! The gRPC vocabulary services use, re-exported so that tonic is named in one
 //! place: when its successor crate lands, services should not need to change.
 
-pub use tonic::{Code, Request, Response, Status, Streaming, async_trait};
+pub use tonic::{
+    Code, Request, Response, Status, Streaming, async_trait,
+    metadata::{self, MetadataValue},
+    transport::Channel,
+};
 
 /// The result type of every RPC handler.
 pub type RpcResult<T> = Result<Response<T>, Status>;
+
+/// `grpc.health.v1` messages and client, for probes and tests.
+pub use tonic_health::pb as health;
+
+/// `grpc.reflection.v1` messages and client, for tools and tests.
+pub use tonic_reflection::pb::v1 as reflection;
+
+/// Reading rich error details (`google.rpc.BadRequest` …) off a status.
+pub use tonic_types::StatusExt;

@@ -198,8 +198,12 @@ impl Server {
             v1alpha = v1alpha.register_encoded_file_descriptor_set(set);
         }
         // List only what this process serves, not every package we have protos for.
-        let health_name = "grpc.health.v1.Health";
-        for name in self.service_names.iter().copied().chain([health_name]) {
+        let platform = [
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ];
+        for name in self.service_names.iter().copied().chain(platform) {
             v1 = v1.with_service_name(name);
             v1alpha = v1alpha.with_service_name(name);
         }

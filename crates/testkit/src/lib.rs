@@ -1,0 +1,228 @@
+//! Test harness for Emporium: real services on real sockets over real databases.
+//!
+//! - [`TestDb`]: a fresh database per test — a temp SQLite file, or a database
+//!   in a throwaway PostgreSQL cluster ([`postgres::PgCluster`]) that the harness
+//!   starts itself from the PostgreSQL binaries.
+//! - [`spawn_user`]: the user service in-process on `127.0.0.1:0` (bound before
+//!   it serves, so no port guessing and no sleeps), stopped on drop.
+//! - [`backend_tests!`]: declares each test once per backend.
+//!
+//! When PostgreSQL binaries are missing, PostgreSQL tests print a loud SKIPPED
+//! banner and return; with `EMPORIUM_REQUIRE_POSTGRES=1` (CI) they fail instead.
+
+pub mod postgres;
+
+use std::net::SocketAddr;
+
+use emporium_common::{
+    config::{AuthConfig, DatabaseConfig, Secret, ServerConfig},
+    rpc::{Channel, MetadataValue, Request},
+    server::Listeners,
+};
+use tokio::{sync::oneshot, task::JoinHandle};
+
+pub use emporium_common::telemetry::init_for_tests as init_logs;
+
+/// A database for one test. Dropping it removes a SQLite file; PostgreSQL
+/// databases go away with the cluster at process exit.
+#[derive(Debug)]
+pub struct TestDb {
+    url: String,
+    backend: &'static str,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    /// A new SQLite file in a temp directory.
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("create temp dir");
+        let url = format!("sqlite://{}", dir.path().join("test.db").display());
+        Self {
+            url,
+            backend: "sqlite",
+            _dir: Some(dir),
+        }
+    }
+
+    /// A new database in the shared throwaway cluster, or `None` (after a loud
+    /// warning) when PostgreSQL is not installed and not required.
+    pub fn postgres() -> Option<Self> {
+        let cluster = postgres::PgCluster::shared()?;
+        Some(Self {
+            url: cluster.create_database(),
+            backend: "postgres",
+            _dir: None,
+        })
+    }
+
+    /// The connection URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// `"sqlite"` or `"postgres"`.
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    /// Database settings for a service under test.
+    pub fn config(&self) -> DatabaseConfig {
+        DatabaseConfig {
+            url: Secret::new(self.url.clone()),
+            max_connections: 8,
+            acquire_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// Auth settings shared by every service in a test (and by [`tokens`]).
+pub fn auth_config() -> AuthConfig {
+    AuthConfig {
+        jwt_secret: Secret::new("emporium-test-secret-0123456789abcdef"),
+        ..AuthConfig::default()
+    }
+}
+
+/// Issues tokens that the spawned services accept.
+pub fn tokens() -> emporium_common::auth::Tokens {
+    emporium_common::auth::Tokens::new(&auth_config())
+}
+
+/// Server settings for tests: ephemeral ports, no drain delay.
+pub fn server_config() -> ServerConfig {
+    ServerConfig {
+        drain_delay_ms: 0,
+        shutdown_grace_ms: 5_000,
+        ..ServerConfig::local(0, 0)
+    }
+}
+
+/// A service running in this process. Dropping it stops the service.
+#[derive(Debug)]
+pub struct Spawned {
+    /// Where its gRPC port listens.
+    pub grpc_addr: SocketAddr,
+    /// Where its admin HTTP port listens.
+    pub admin_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), String>>>,
+    _db: TestDb,
+}
+
+impl Spawned {
+    /// `http://127.0.0.1:PORT` of the gRPC port.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.grpc_addr)
+    }
+
+    /// A connected channel to the gRPC port.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url())
+            .expect("valid url")
+            .connect()
+            .await
+            .expect("connect to spawned service")
+    }
+
+    /// Starts a graceful shutdown and waits for the service to finish.
+    pub async fn shutdown(mut self) -> Result<(), String> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await.map_err(|e| e.to_string())?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Starts the user service over `db`; `tweak` adjusts its config first.
+pub async fn spawn_user(db: TestDb, tweak: impl FnOnce(&mut emporium_user::Config)) -> Spawned {
+    init_logs();
+    let mut config = emporium_user::Config {
+        server: server_config(),
+        database: db.config(),
+        auth: auth_config(),
+        ..emporium_user::Config::default()
+    };
+    tweak(&mut config);
+    let listeners = Listeners::ephemeral().await.expect("bind ephemeral ports");
+    let (grpc_addr, admin_addr) = (listeners.grpc_addr(), listeners.admin_addr());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        emporium_user::serve(config, listeners, async {
+            let _ = stopped.await;
+        })
+        .await
+        .map_err(|e| e.to_string())
+    });
+    Spawned {
+        grpc_addr,
+        admin_addr,
+        stop: Some(stop),
+        task: Some(task),
+        _db: db,
+    }
+}
+
+/// Wraps `msg` in a request carrying `authorization: Bearer <token>`.
+pub fn bearer<T>(msg: T, token: &str) -> Request<T> {
+    let mut req = Request::new(msg);
+    req.metadata_mut().insert(
+        "authorization",
+        MetadataValue::try_from(format!("Bearer {token}")).expect("ascii token"),
+    );
+    req
+}
+
+/// Declares each listed `async fn name(db: TestDb)` as two tests, `sqlite::name`
+/// and `postgres::name`, on a multi-thread runtime (a single-thread runtime hides
+/// races).
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::TestDb::sqlite()).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(db) = $crate::TestDb::postgres() else { return };
+                    super::$name(db).await
+                }
+            )*
+        }
+    };
+}
+
+/// A plain HTTP/1.1 GET against an admin port: `(status, body)`.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect admin port");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.expect("write request");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read response");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("HTTP status line");
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}

@@ -10,7 +10,8 @@ CREATE TABLE users (
     password_hash TEXT    NOT NULL,
     -- Comma-separated role names, e.g. 'customer' or 'admin,customer'.
     roles         TEXT    NOT NULL,
-    active        BOOLEAN NOT NULL,
+    -- 1 or 0: the sqlx Any driver cannot decode SQLite booleans.
+    active        BIGINT  NOT NULL CHECK (active IN (0, 1)),
     created_at    BIGINT  NOT NULL,
     updated_at    BIGINT  NOT NULL
 );

@@ -24,7 +24,7 @@ struct UserRow {
     email: String,
     name: String,
     roles: String,
-    active: bool,
+    active: i64,
     created_at: i64,
     updated_at: i64,
 }
@@ -48,7 +48,7 @@ impl TryFrom<UserRow> for User {
             email: r.email,
             name: r.name,
             roles,
-            active: r.active,
+            active: r.active != 0,
             created_at: r.created_at,
             updated_at: r.updated_at,
         })
@@ -102,7 +102,7 @@ impl Store {
         .bind(&user.name)
         .bind(password_hash)
         .bind(user.roles.to_db())
-        .bind(user.active)
+        .bind(i64::from(user.active))
         .bind(user.created_at)
         .bind(user.updated_at)
         .execute(self.db.writer())
@@ -157,7 +157,7 @@ impl Store {
         .bind(c.name)
         .bind(c.password_hash)
         .bind(c.roles)
-        .bind(c.active)
+        .bind(c.active.map(i64::from))
         .bind(now)
         .fetch_optional(self.db.writer())
         .await

@@ -1,0 +1,40 @@
+# Emporium — common tasks. `make` alone lists them.
+SHELL := bash
+.DEFAULT_GOAL := help
+
+# The services that exist so far, in start order.
+SERVICES := user
+
+# Development-only bootstrap admin for `make run` (see README: "First admin").
+export EMPORIUM_ADMIN_EMAIL ?= admin@emporium.local
+export EMPORIUM_ADMIN_PASSWORD ?= admin-password
+
+.PHONY: help run build test fmt lint proto-lint proto-breaking smoke
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+
+build: ## Build every crate and binary
+	cargo build --workspace --bins
+
+run: build ## Run all services on localhost (gRPC 50051.., admin 9091..; SQLite under data/); Ctrl-C stops them
+	tools/run-services $(SERVICES)
+
+test: ## Run the whole test suite (PostgreSQL tests need PostgreSQL installed; see README)
+	cargo test --workspace
+
+fmt: ## Format the code
+	cargo fmt --all
+
+lint: ## rustfmt check and clippy with warnings as errors
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+proto-lint: ## buf lint the contracts (installs buf from npm on first use)
+	tools/buf lint
+
+proto-breaking: ## buf breaking against the previous commit
+	tools/buf breaking --against '.git#ref=HEAD~1'
+
+smoke: build ## Start the user service and call it with buf curl through reflection
+	tools/smoke

@@ -1,0 +1,165 @@
+//! The real binary as a real process: configuration errors, SIGTERM handling.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use emporium_common::rpc::{
+    Channel,
+    health::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient},
+};
+use emporium_testkit::bearer;
+use futures::StreamExt as _;
+use pb::{stream_users_request::Operation, stream_users_response::Result as Out};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::{ADMIN_EMAIL, ADMIN_PASSWORD, pb};
+
+const BIN: &str = env!("CARGO_BIN_EXE_emporium-user");
+
+fn command(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("EMPORIUM_DATABASE__URL", format!("sqlite://{}/user.db", dir.display()))
+        .env("EMPORIUM_SERVER__GRPC_ADDR", "127.0.0.1:0")
+        .env("EMPORIUM_SERVER__ADMIN_ADDR", "127.0.0.1:0")
+        .env("EMPORIUM_SERVER__DRAIN_DELAY_MS", "1500")
+        .env("EMPORIUM_SERVER__SHUTDOWN_GRACE_MS", "10000")
+        .env("EMPORIUM_TELEMETRY__LOG_FORMAT", "json")
+        .env("EMPORIUM_AUTH__JWT_SECRET", "process-test-secret-0123456789abcdef")
+        .env("EMPORIUM_ADMIN_EMAIL", ADMIN_EMAIL)
+        .env("EMPORIUM_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Starts the binary and waits for its "listening" log line: (child, gRPC addr).
+fn start(dir: &std::path::Path) -> (Child, SocketAddr) {
+    let mut child = command(dir).spawn().expect("spawn emporium-user");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("process exited before listening")
+            .expect("read stdout");
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        if v["message"] == "emporium-user listening" {
+            break v["grpc"].as_str().unwrap().parse().unwrap();
+        }
+    };
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "process did not exit within {within:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_bad_setting_stops_the_process_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(dir.path())
+        .env("EMPORIUM_SERVER__MAX_IN_FLIGHT", "lots")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("max_in_flight"), "{err}");
+}
+
+#[test]
+fn print_config_redacts_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(dir.path()).arg("--print-config").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["auth"]["jwt_secret"], "[redacted]");
+    assert_eq!(v["admin_password"], "[redacted]");
+    assert_eq!(v["admin_email"], ADMIN_EMAIL);
+    assert!(!text.contains(ADMIN_PASSWORD) && !text.contains("process-test-secret"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_then_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr) = start(dir.path());
+    let url = format!("http://{addr}");
+    let channel = Channel::from_shared(url.clone()).unwrap().connect().await.unwrap();
+    let mut client = pb::user_service_client::UserServiceClient::new(channel.clone());
+    let auth = client
+        .authenticate(pb::AuthenticateRequest {
+            email: ADMIN_EMAIL.into(),
+            password: ADMIN_PASSWORD.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let admin_id = auth.user.unwrap().id;
+
+    let (tx, rx) = mpsc::channel(4);
+    let mut results = client
+        .stream_users(bearer(ReceiverStream::new(rx), &auth.access_token))
+        .await
+        .unwrap()
+        .into_inner();
+    let get = |id: &str| pb::StreamUsersRequest {
+        operation_id: id.into(),
+        operation: Some(Operation::Get(pb::GetUserRequest { user_id: admin_id.clone() })),
+    };
+    tx.send(get("before")).await.unwrap();
+    assert!(matches!(results.next().await.unwrap().unwrap().result, Some(Out::User(_))));
+
+    let mut watch = HealthClient::new(channel)
+        .watch(HealthCheckRequest { service: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(watch.next().await.unwrap().unwrap().status(), ServingStatus::Serving);
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert_eq!(watch.next().await.unwrap().unwrap().status(), ServingStatus::NotServing);
+    drop(watch);
+
+    // During the drain delay a fresh client (a load balancer's probe) still
+    // connects and is told NOT_SERVING.
+    let fresh = Channel::from_shared(url).unwrap().connect().await.unwrap();
+    let r = HealthClient::new(fresh)
+        .check(HealthCheckRequest { service: "emporium.user.v1.UserService".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.status(), ServingStatus::NotServing);
+
+    // The call in flight is still answered, then the process exits 0.
+    tx.send(get("during")).await.unwrap();
+    let r = results.next().await.unwrap().unwrap();
+    assert_eq!(r.operation_id, "during");
+    assert!(child.try_wait().unwrap().is_none(), "must not exit with a call open");
+    drop(tx);
+    assert!(results.next().await.is_none());
+    let status = tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
