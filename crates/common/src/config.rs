@@ -129,7 +129,9 @@ where
     // Only known keys are taken from the environment, so unrelated EMPORIUM_*
     // variables (test switches, the config path itself) never collide.
     figment = figment.merge(Env::prefixed("EMPORIUM_").split("__").ignore(&["config"]));
-    let config: T = figment.extract().map_err(|e| ConfigError::Load(one_line(&e)))?;
+    let config: T = figment
+        .extract()
+        .map_err(|e| ConfigError::Load(one_line(&e)))?;
     config.validate()?;
     Ok(config)
 }
@@ -530,8 +532,7 @@ mod tests {
 
     #[test]
     fn args_parse() {
-        let a = Args::parse(["--config".into(), "x.toml".into(), "--print-config".into()])
-            .unwrap();
+        let a = Args::parse(["--config".into(), "x.toml".into(), "--print-config".into()]).unwrap();
         assert_eq!(a.config_file.unwrap(), PathBuf::from("x.toml"));
         assert!(a.print_config);
         assert!(Args::parse(["--bogus".into()]).is_err());

@@ -158,7 +158,11 @@ mod tests {
             "invalid request: email: must contain @; items[2].quantity: must be > 0"
         );
         let br = s.get_details_bad_request().expect("bad request detail");
-        let fields: Vec<_> = br.field_violations.iter().map(|f| f.field.as_str()).collect();
+        let fields: Vec<_> = br
+            .field_violations
+            .iter()
+            .map(|f| f.field.as_str())
+            .collect();
         assert_eq!(fields, ["email", "items[2].quantity"]);
 
         let rpc = to_rpc_status(&s);

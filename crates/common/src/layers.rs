@@ -44,9 +44,7 @@ pub trait Middleware: Clone + Send + Sync + 'static {
         next: Next<S>,
     ) -> impl Future<Output = HttpResponse> + Send + 'static
     where
-        S: Service<HttpRequest, Response = HttpResponse, Error = Infallible>
-            + Send
-            + 'static,
+        S: Service<HttpRequest, Response = HttpResponse, Error = Infallible> + Send + 'static,
         S::Future: Send;
 }
 
@@ -122,7 +120,8 @@ pub fn status_response(status: Status) -> HttpResponse {
 pub fn split_path(path: &str) -> Option<(&str, &str)> {
     let rest = path.strip_prefix('/')?;
     let (service, method) = rest.split_once('/')?;
-    (!service.is_empty() && !method.is_empty() && !method.contains('/')).then_some((service, method))
+    (!service.is_empty() && !method.is_empty() && !method.contains('/'))
+        .then_some((service, method))
 }
 
 /// The id of a request: the caller's `x-request-id` when it is sane, else a new
@@ -153,7 +152,8 @@ impl Middleware for RequestIdMiddleware {
             .filter(|v| {
                 !v.is_empty()
                     && v.len() <= 128
-                    && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+                    && v.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
             })
             .map(str::to_owned)
             .unwrap_or_else(|| Uuid::now_v7().to_string());
@@ -471,7 +471,9 @@ impl Middleware for AuthMiddleware {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| {
                 let (scheme, token) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+                scheme
+                    .eq_ignore_ascii_case("bearer")
+                    .then(|| token.trim().to_owned())
             });
         let verdict = match token {
             Some(t) => match self.tokens.verify(&t) {
@@ -628,6 +630,8 @@ impl Middleware for DeadlineMiddleware {
 pub struct CatchPanicMiddleware;
 
 impl Middleware for CatchPanicMiddleware {
+    // Not an `async fn`: that would borrow `self`, and the future must be 'static.
+    #[allow(clippy::manual_async_fn)]
     fn handle<S>(
         &self,
         req: HttpRequest,

@@ -37,9 +37,8 @@ use crate::{
     auth::Tokens,
     config::ServerConfig,
     layers::{
-        AuthMiddleware, CatchPanicMiddleware, DeadlineMiddleware, KnownMethods,
-        LoadShedMiddleware, MetricsMiddleware, MiddlewareLayer, RequestIdMiddleware,
-        SpanMiddleware,
+        AuthMiddleware, CatchPanicMiddleware, DeadlineMiddleware, KnownMethods, LoadShedMiddleware,
+        MetricsMiddleware, MiddlewareLayer, RequestIdMiddleware, SpanMiddleware,
     },
 };
 
@@ -54,9 +53,9 @@ pub struct Listeners {
 impl Listeners {
     /// Binds the addresses in `config`.
     pub async fn bind(config: &ServerConfig) -> io::Result<Self> {
-        let grpc = TcpListener::bind(config.grpc_addr)
-            .await
-            .map_err(|e| io::Error::new(e.kind(), format!("bind gRPC {}: {e}", config.grpc_addr)))?;
+        let grpc = TcpListener::bind(config.grpc_addr).await.map_err(|e| {
+            io::Error::new(e.kind(), format!("bind gRPC {}: {e}", config.grpc_addr))
+        })?;
         let admin = TcpListener::bind(config.admin_addr).await.map_err(|e| {
             io::Error::new(e.kind(), format!("bind admin {}: {e}", config.admin_addr))
         })?;
@@ -73,12 +72,16 @@ impl Listeners {
 
     /// The gRPC address actually bound.
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc.local_addr().expect("bound listener has an address")
+        self.grpc
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     /// The admin HTTP address actually bound.
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin.local_addr().expect("bound listener has an address")
+        self.admin
+            .local_addr()
+            .expect("bound listener has an address")
     }
 }
 
@@ -182,7 +185,9 @@ impl Server {
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_service_status("", ServingStatus::Serving).await;
         for name in &self.service_names {
-            health.set_service_status(*name, ServingStatus::Serving).await;
+            health
+                .set_service_status(*name, ServingStatus::Serving)
+                .await;
         }
 
         let descriptor_sets: [&[u8]; 4] = [
@@ -227,16 +232,23 @@ impl Server {
             // The request's span; everything below logs inside it.
             .layer(MiddlewareLayer(SpanMiddleware))
             // Above auth and shedding, so refused calls are counted with their code.
-            .layer(MiddlewareLayer(MetricsMiddleware::new(known, self.access_log)))
+            .layer(MiddlewareLayer(MetricsMiddleware::new(
+                known,
+                self.access_log,
+            )))
             // Before any work is admitted: unauthenticated calls cost nothing below.
             .layer(MiddlewareLayer(AuthMiddleware::new(
                 self.tokens.clone(),
                 self.public_methods.clone(),
             )))
             // Global, not per connection: many connections must not multiply the limit.
-            .layer(MiddlewareLayer(LoadShedMiddleware::new(self.config.max_in_flight)))
+            .layer(MiddlewareLayer(LoadShedMiddleware::new(
+                self.config.max_in_flight,
+            )))
             // Only admitted work is timed; the deadline is visible to handlers.
-            .layer(MiddlewareLayer(DeadlineMiddleware::new(self.config.request_timeout())))
+            .layer(MiddlewareLayer(DeadlineMiddleware::new(
+                self.config.request_timeout(),
+            )))
             // Innermost, so a panic becomes a gRPC status the layers above can see.
             .layer(MiddlewareLayer(CatchPanicMiddleware))
             .into_inner();
@@ -296,9 +308,13 @@ impl Server {
             "shutdown requested: reporting NOT_SERVING"
         );
         draining.store(true, Ordering::SeqCst);
-        health.set_service_status("", ServingStatus::NotServing).await;
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
         for name in &self.service_names {
-            health.set_service_status(*name, ServingStatus::NotServing).await;
+            health
+                .set_service_status(*name, ServingStatus::NotServing)
+                .await;
         }
         tokio::time::sleep(self.config.drain_delay()).await;
         let _ = drain_tx.send(());

@@ -187,7 +187,11 @@ impl Roles {
 
     /// Stored form: comma-separated names.
     pub fn to_db(&self) -> String {
-        self.0.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",")
+        self.0
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Parses the stored form.
@@ -255,7 +259,12 @@ mod tests {
 
     #[test]
     fn emails() {
-        for ok in ["a@b.co", "Jane.Doe+shop@Example.COM", "x@sub.domain-1.org", "ü@exämple.de"] {
+        for ok in [
+            "a@b.co",
+            "Jane.Doe+shop@Example.COM",
+            "x@sub.domain-1.org",
+            "ü@exämple.de",
+        ] {
             assert!(Email::parse(ok).is_ok(), "{ok}");
         }
         for bad in [
@@ -265,7 +274,10 @@ mod tests {
             assert!(Email::parse(bad).is_err(), "{bad:?}");
         }
         assert!(Email::parse(&format!("{}@b.co", "a".repeat(65))).is_err());
-        assert_eq!(Email::parse("Jane@Example.COM").unwrap().key(), "jane@example.com");
+        assert_eq!(
+            Email::parse("Jane@Example.COM").unwrap().key(),
+            "jane@example.com"
+        );
     }
 
     #[test]
@@ -278,7 +290,10 @@ mod tests {
         assert!(Password::parse("long enough").is_ok());
         assert!(Password::parse(&"p".repeat(129)).is_err());
         assert!(Password::parse("nul\0inside").is_err());
-        assert_eq!(format!("{:?}", Password::parse("secret-pw").unwrap()), "Password([redacted])");
+        assert_eq!(
+            format!("{:?}", Password::parse("secret-pw").unwrap()),
+            "Password([redacted])"
+        );
     }
 
     #[test]

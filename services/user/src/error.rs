@@ -50,14 +50,29 @@ mod tests {
     #[test]
     fn every_variant_maps_to_its_code_without_leaking() {
         let cases = [
-            (Error::InvalidArgument(Violations::one("email", "must contain @")), Code::InvalidArgument),
+            (
+                Error::InvalidArgument(Violations::one("email", "must contain @")),
+                Code::InvalidArgument,
+            ),
             (Error::NotFound, Code::NotFound),
             (Error::AlreadyExists, Code::AlreadyExists),
-            (Error::Unauthenticated("invalid email or password"), Code::Unauthenticated),
-            (Error::PermissionDenied("admins only"), Code::PermissionDenied),
-            (Error::Database(sqlx::Error::PoolTimedOut), Code::Unavailable),
+            (
+                Error::Unauthenticated("invalid email or password"),
+                Code::Unauthenticated,
+            ),
+            (
+                Error::PermissionDenied("admins only"),
+                Code::PermissionDenied,
+            ),
+            (
+                Error::Database(sqlx::Error::PoolTimedOut),
+                Code::Unavailable,
+            ),
             (Error::Database(sqlx::Error::RowNotFound), Code::Internal),
-            (Error::Internal("row id 'x' is not a uuid".into()), Code::Internal),
+            (
+                Error::Internal("row id 'x' is not a uuid".into()),
+                Code::Internal,
+            ),
         ];
         for (err, code) in cases {
             let s = Status::from(err);

@@ -44,7 +44,10 @@ impl UserApi {
     }
 
     /// The generated server, with message limits from configuration.
-    pub fn into_server(self, max_message_bytes: usize) -> pb::user_service_server::UserServiceServer<Self> {
+    pub fn into_server(
+        self,
+        max_message_bytes: usize,
+    ) -> pb::user_service_server::UserServiceServer<Self> {
         pb::user_service_server::UserServiceServer::new(self)
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes)
@@ -70,7 +73,11 @@ impl TryFrom<pb::CreateUserRequest> for NewUser {
         let name = v.check("name", UserName::parse(&r.name));
         let password = v.check("password", Password::parse(&r.password));
         match (email, name, password) {
-            (Some(email), Some(name), Some(password)) => Ok(NewUser { email, name, password }),
+            (Some(email), Some(name), Some(password)) => Ok(NewUser {
+                email,
+                name,
+                password,
+            }),
             _ => Err(v),
         }
     }
@@ -103,7 +110,10 @@ impl TryFrom<pb::UpdateUserRequest> for Update {
                 match pb::Role::try_from(*raw) {
                     Ok(pb::Role::Customer) => roles.push(Role::Customer),
                     Ok(pb::Role::Admin) => roles.push(Role::Admin),
-                    _ => v.add(format!("roles.roles[{i}]"), "must be ROLE_CUSTOMER or ROLE_ADMIN"),
+                    _ => v.add(
+                        format!("roles.roles[{i}]"),
+                        "must be ROLE_CUSTOMER or ROLE_ADMIN",
+                    ),
                 }
             }
             if set.roles.is_empty() {
@@ -164,10 +174,17 @@ impl UserApi {
         self.users.delete(caller, id).await
     }
 
-    async fn stream_one(&self, caller: &Caller, r: pb::StreamUsersRequest) -> pb::StreamUsersResponse {
+    async fn stream_one(
+        &self,
+        caller: &Caller,
+        r: pb::StreamUsersRequest,
+    ) -> pb::StreamUsersResponse {
         use pb::{stream_users_request::Operation, stream_users_response::Result as Out};
         let result = match r.operation {
-            None => Err(Error::InvalidArgument(Violations::one("operation", "is required"))),
+            None => Err(Error::InvalidArgument(Violations::one(
+                "operation",
+                "is required",
+            ))),
             Some(Operation::Create(c)) => self.create(c).await.map(Out::User),
             Some(Operation::Get(g)) => self.get(caller, g).await.map(Out::User),
             Some(Operation::Update(u)) => self.update(caller, u).await.map(Out::User),
@@ -187,12 +204,18 @@ type ResponseStream = Pin<Box<dyn Stream<Item = Result<pb::StreamUsersResponse, 
 
 #[async_trait]
 impl pb::user_service_server::UserService for UserApi {
-    async fn create_user(&self, req: Request<pb::CreateUserRequest>) -> RpcResult<pb::CreateUserResponse> {
+    async fn create_user(
+        &self,
+        req: Request<pb::CreateUserRequest>,
+    ) -> RpcResult<pb::CreateUserResponse> {
         let user = self.create(req.into_inner()).await?;
         Ok(Response::new(pb::CreateUserResponse { user: Some(user) }))
     }
 
-    async fn authenticate(&self, req: Request<pb::AuthenticateRequest>) -> RpcResult<pb::AuthenticateResponse> {
+    async fn authenticate(
+        &self,
+        req: Request<pb::AuthenticateRequest>,
+    ) -> RpcResult<pb::AuthenticateResponse> {
         let r = req.into_inner();
         let mut v = Violations::new();
         if r.email.is_empty() {
@@ -206,7 +229,9 @@ impl pb::user_service_server::UserService for UserApi {
         Ok(Response::new(pb::AuthenticateResponse {
             access_token: token.token,
             token_type: "Bearer".into(),
-            expire_time: Some(timestamp_from_secs(i64::try_from(token.expires_at).unwrap_or(i64::MAX))),
+            expire_time: Some(timestamp_from_secs(
+                i64::try_from(token.expires_at).unwrap_or(i64::MAX),
+            )),
             user: Some(user.into()),
         }))
     }
@@ -217,29 +242,44 @@ impl pb::user_service_server::UserService for UserApi {
         Ok(Response::new(pb::GetUserResponse { user: Some(user) }))
     }
 
-    async fn update_user(&self, req: Request<pb::UpdateUserRequest>) -> RpcResult<pb::UpdateUserResponse> {
+    async fn update_user(
+        &self,
+        req: Request<pb::UpdateUserRequest>,
+    ) -> RpcResult<pb::UpdateUserResponse> {
         let caller = caller(&req)?;
         let user = self.update(&caller, req.into_inner()).await?;
         Ok(Response::new(pb::UpdateUserResponse { user: Some(user) }))
     }
 
-    async fn delete_user(&self, req: Request<pb::DeleteUserRequest>) -> RpcResult<pb::DeleteUserResponse> {
+    async fn delete_user(
+        &self,
+        req: Request<pb::DeleteUserRequest>,
+    ) -> RpcResult<pb::DeleteUserResponse> {
         let caller = caller(&req)?;
         self.delete(&caller, req.into_inner()).await?;
         Ok(Response::new(pb::DeleteUserResponse {}))
     }
 
-    async fn list_users(&self, req: Request<pb::ListUsersRequest>) -> RpcResult<pb::ListUsersResponse> {
+    async fn list_users(
+        &self,
+        req: Request<pb::ListUsersRequest>,
+    ) -> RpcResult<pb::ListUsersResponse> {
         let caller = caller(&req)?;
         let r = req.into_inner();
         let mut v = Violations::new();
-        let size = v.check("page_size", paging::page_size(r.page_size, PAGE_DEFAULT, PAGE_MAX));
+        let size = v.check(
+            "page_size",
+            paging::page_size(r.page_size, PAGE_DEFAULT, PAGE_MAX),
+        );
         let cursor = v
             .check("page_token", paging::decode_token(LISTING, &r.page_token))
             .flatten();
         let after = match cursor {
             None => None,
-            Some(c) => match c.split_once('/').and_then(|(t, id)| Some((t.parse::<i64>().ok()?, id.to_owned()))) {
+            Some(c) => match c
+                .split_once('/')
+                .and_then(|(t, id)| Some((t.parse::<i64>().ok()?, id.to_owned())))
+            {
                 Some(after) => Some(after),
                 None => {
                     v.add("page_token", "is not a token issued by this listing");
@@ -250,7 +290,11 @@ impl pb::user_service_server::UserService for UserApi {
         v.clone().finish().map_err(Error::InvalidArgument)?;
         let page = self
             .users
-            .list(&caller, after, size.expect("no violations means the size parsed"))
+            .list(
+                &caller,
+                after,
+                size.expect("no violations means the size parsed"),
+            )
             .await?;
         Ok(Response::new(pb::ListUsersResponse {
             users: page.users.into_iter().map(Into::into).collect(),

@@ -17,7 +17,11 @@ pub mod store;
 
 use std::future::Future;
 
-use emporium_common::{auth::Tokens, db::Db, server::{Listeners, Server}};
+use emporium_common::{
+    auth::Tokens,
+    db::Db,
+    server::{Listeners, Server},
+};
 
 pub use config::Config;
 
@@ -49,7 +53,11 @@ pub async fn serve(
         .access_log(config.telemetry.access_log)
         .readiness(move || {
             let db = ready_db.clone();
-            async move { db.ping().await.map_err(|_| "database unavailable".to_owned()) }
+            async move {
+                db.ping()
+                    .await
+                    .map_err(|_| "database unavailable".to_owned())
+            }
         })
         .add_service(grpc::UserApi::new(users).into_server(config.server.max_message_bytes))
         .serve(listeners, shutdown)
@@ -59,7 +67,10 @@ pub async fn serve(
 }
 
 /// Binds the configured addresses and serves (what the binary runs).
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<(), BoxError> {
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), BoxError> {
     let listeners = Listeners::bind(&config.server).await?;
     tracing::info!(
         grpc = %listeners.grpc_addr(),

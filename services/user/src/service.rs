@@ -10,7 +10,7 @@ use crate::{
     domain::{Email, NewUser, Password, Roles, User, UserChanges, UserId},
     error::Error,
     password::Hasher,
-    store::{StoredChanges, Store},
+    store::{Store, StoredChanges},
 };
 
 /// Default and maximum page sizes of ListUsers (documented in the proto).
@@ -92,7 +92,11 @@ impl Users {
 
     /// Checks credentials and issues a token. Unknown email, wrong password and
     /// deactivated user look the same from outside, in answer and in time.
-    pub async fn authenticate(&self, email: &str, password: &str) -> Result<(IssuedToken, User), Error> {
+    pub async fn authenticate(
+        &self,
+        email: &str,
+        password: &str,
+    ) -> Result<(IssuedToken, User), Error> {
         let found = self.store.credentials(&email.to_lowercase()).await?;
         let (user, hash) = match &found {
             Some((user, hash)) => (Some(user), Some(hash.as_str())),
@@ -119,17 +123,27 @@ impl Users {
     }
 
     /// Changes the present fields.
-    pub async fn update(&self, caller: &Caller, id: UserId, changes: UserChanges) -> Result<User, Error> {
+    pub async fn update(
+        &self,
+        caller: &Caller,
+        id: UserId,
+        changes: UserChanges,
+    ) -> Result<User, Error> {
         ensure_may_act_for(caller, id)?;
         if changes.needs_admin() && !caller.is_admin() {
-            return Err(Error::PermissionDenied("only admins may change roles or active"));
+            return Err(Error::PermissionDenied(
+                "only admins may change roles or active",
+            ));
         }
         let password_hash = match &changes.password {
             Some(p) => Some(self.hasher.hash(p.expose()).await?),
             None => None,
         };
         let stored = StoredChanges {
-            email: changes.email.as_ref().map(|e| (e.as_str().to_owned(), e.key())),
+            email: changes
+                .email
+                .as_ref()
+                .map(|e| (e.as_str().to_owned(), e.key())),
             name: changes.name.map(|n| n.as_str().to_owned()),
             password_hash,
             roles: changes.roles.map(|r| r.to_db()),
@@ -155,7 +169,12 @@ impl Users {
     }
 
     /// One page of users, admin-only.
-    pub async fn list(&self, caller: &Caller, after: Option<(i64, String)>, size: u32) -> Result<Page, Error> {
+    pub async fn list(
+        &self,
+        caller: &Caller,
+        after: Option<(i64, String)>,
+        size: u32,
+    ) -> Result<Page, Error> {
         if !caller.is_admin() {
             return Err(Error::PermissionDenied("only admins may list users"));
         }
@@ -175,7 +194,9 @@ fn ensure_may_act_for(caller: &Caller, id: UserId) -> Result<(), Error> {
     if caller.may_act_for(id.0) {
         Ok(())
     } else {
-        Err(Error::PermissionDenied("customers may act only on their own user"))
+        Err(Error::PermissionDenied(
+            "customers may act only on their own user",
+        ))
     }
 }
 

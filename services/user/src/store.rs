@@ -41,8 +41,9 @@ impl TryFrom<UserRow> for User {
     fn try_from(r: UserRow) -> Result<Self, Error> {
         let id = UserId::parse(&r.id)
             .map_err(|_| Error::Internal(format!("stored user id {:?} is not a uuid", r.id)))?;
-        let roles = Roles::from_db(&r.roles)
-            .ok_or_else(|| Error::Internal(format!("stored roles {:?} of {id} are invalid", r.roles)))?;
+        let roles = Roles::from_db(&r.roles).ok_or_else(|| {
+            Error::Internal(format!("stored roles {:?} of {id} are invalid", r.roles))
+        })?;
         Ok(User {
             id,
             email: r.email,
@@ -91,7 +92,12 @@ impl Store {
     }
 
     /// Inserts a new user; a taken email is [`Error::AlreadyExists`].
-    pub async fn insert(&self, user: &User, email_key: &str, password_hash: &str) -> Result<(), Error> {
+    pub async fn insert(
+        &self,
+        user: &User,
+        email_key: &str,
+        password_hash: &str,
+    ) -> Result<(), Error> {
         sqlx::query(
             "INSERT INTO users (id, email, email_key, name, password_hash, roles, active, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -137,7 +143,12 @@ impl Store {
 
     /// Applies the present changes in one statement and returns the new user,
     /// or `None` when there is no such user.
-    pub async fn update(&self, id: UserId, c: StoredChanges, now: i64) -> Result<Option<User>, Error> {
+    pub async fn update(
+        &self,
+        id: UserId,
+        c: StoredChanges,
+        now: i64,
+    ) -> Result<Option<User>, Error> {
         let (email, email_key) = c.email.unzip();
         let row: Option<UserRow> = sqlx::query_as(
             "UPDATE users SET \

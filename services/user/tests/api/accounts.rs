@@ -19,7 +19,9 @@ backend_tests!(
 
 async fn sign_up_creates_an_active_customer(db: TestDb) {
     let mut app = app(db).await;
-    let user = app.signup("Jane.Doe@Example.com", "  Jane Doe ", "s3cret-pass").await;
+    let user = app
+        .signup("Jane.Doe@Example.com", "  Jane Doe ", "s3cret-pass")
+        .await;
     assert_eq!(user.email, "Jane.Doe@Example.com");
     assert_eq!(user.name, "Jane Doe");
     assert_eq!(user.roles, vec![pb::Role::Customer as i32]);
@@ -72,7 +74,10 @@ async fn customers_see_only_themselves(db: TestDb) {
     assert_code(app.get(&bob.id, &alice_token).await, Code::PermissionDenied);
     // Not even existence leaks: an unknown id answers the same for a customer.
     let unknown = uuid::Uuid::now_v7().to_string();
-    assert_code(app.get(&unknown, &alice_token).await, Code::PermissionDenied);
+    assert_code(
+        app.get(&unknown, &alice_token).await,
+        Code::PermissionDenied,
+    );
     // Admins see everyone; unknown ids are NOT_FOUND for them.
     let admin = app.admin_token.clone();
     assert_eq!(app.get(&bob.id, &admin).await.unwrap().id, bob.id);
@@ -82,7 +87,13 @@ async fn customers_see_only_themselves(db: TestDb) {
 async fn ids_are_validated(db: TestDb) {
     let mut app = app(db).await;
     let admin = app.admin_token.clone();
-    for bad in ["", "nope", "0190b1d48b9c7def8123456789abcdef", "\0\0\0", "ü"] {
+    for bad in [
+        "",
+        "nope",
+        "0190b1d48b9c7def8123456789abcdef",
+        "\0\0\0",
+        "ü",
+    ] {
         let s = assert_code(app.get(bad, &admin).await, Code::InvalidArgument);
         assert_eq!(violated_fields(&s), ["user_id"], "{bad:?}");
     }
@@ -185,7 +196,9 @@ async fn only_admins_change_roles_and_active(db: TestDb) {
         ..Default::default()
     };
     assert_code(
-        app.client.update_user(bearer(promote.clone(), &token)).await,
+        app.client
+            .update_user(bearer(promote.clone(), &token))
+            .await,
         Code::PermissionDenied,
     );
     let admin = app.admin_token.clone();
@@ -208,9 +221,7 @@ async fn only_admins_change_roles_and_active(db: TestDb) {
             .update_user(bearer(
                 pb::UpdateUserRequest {
                     user_id: me.id.clone(),
-                    roles: Some(pb::RoleSet {
-                        roles: vec![0, 99],
-                    }),
+                    roles: Some(pb::RoleSet { roles: vec![0, 99] }),
                     ..Default::default()
                 },
                 &admin,
@@ -259,23 +270,39 @@ async fn delete_removes_the_user(db: TestDb) {
     let (other, _) = app.customer("stays@example.com").await;
     assert_code(
         app.client
-            .delete_user(bearer(pb::DeleteUserRequest { user_id: other.id.clone() }, &token))
+            .delete_user(bearer(
+                pb::DeleteUserRequest {
+                    user_id: other.id.clone(),
+                },
+                &token,
+            ))
             .await,
         Code::PermissionDenied,
     );
     app.client
-        .delete_user(bearer(pb::DeleteUserRequest { user_id: me.id.clone() }, &token))
+        .delete_user(bearer(
+            pb::DeleteUserRequest {
+                user_id: me.id.clone(),
+            },
+            &token,
+        ))
         .await
         .unwrap();
     let admin = app.admin_token.clone();
     assert_code(app.get(&me.id, &admin).await, Code::NotFound);
     assert_code(
         app.client
-            .delete_user(bearer(pb::DeleteUserRequest { user_id: me.id.clone() }, &admin))
+            .delete_user(bearer(
+                pb::DeleteUserRequest {
+                    user_id: me.id.clone(),
+                },
+                &admin,
+            ))
             .await,
         Code::NotFound,
     );
     // The email is free again, and the other user is untouched.
-    app.signup("gone@example.com", "Back", "password-again").await;
+    app.signup("gone@example.com", "Back", "password-again")
+        .await;
     assert_eq!(app.get(&other.id, &admin).await.unwrap(), other);
 }

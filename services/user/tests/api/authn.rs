@@ -25,11 +25,19 @@ async fn authenticate_issues_a_token_for_the_user(db: TestDb) {
     assert_eq!(auth.user.as_ref().unwrap().id, user.id);
     let expire = auth.expire_time.unwrap().seconds;
     let now = emporium_common::time::now_micros() / 1_000_000;
-    assert!((now + 3_500..=now + 3_700).contains(&expire), "{expire} vs {now}");
-    let caller = emporium_testkit::tokens().verify(&auth.access_token).unwrap();
+    assert!(
+        (now + 3_500..=now + 3_700).contains(&expire),
+        "{expire} vs {now}"
+    );
+    let caller = emporium_testkit::tokens()
+        .verify(&auth.access_token)
+        .unwrap();
     assert_eq!(caller.user_id.to_string(), user.id);
     assert_eq!(caller.roles, vec![Role::Customer]);
-    assert_eq!(app.get(&user.id, &auth.access_token).await.unwrap().id, user.id);
+    assert_eq!(
+        app.get(&user.id, &auth.access_token).await.unwrap().id,
+        user.id
+    );
 }
 
 async fn wrong_password_and_unknown_email_look_the_same(db: TestDb) {
@@ -57,7 +65,9 @@ async fn wrong_password_and_unknown_email_look_the_same(db: TestDb) {
 async fn authenticate_requires_both_fields(db: TestDb) {
     let mut app = app(db).await;
     let s = assert_code(
-        app.client.authenticate(pb::AuthenticateRequest::default()).await,
+        app.client
+            .authenticate(pb::AuthenticateRequest::default())
+            .await,
         Code::InvalidArgument,
     );
     assert_eq!(violated_fields(&s), ["email", "password"]);
@@ -69,7 +79,9 @@ async fn calls_without_a_valid_token_are_unauthenticated(db: TestDb) {
     // No token at all.
     assert_code(
         app.client
-            .get_user(pb::GetUserRequest { user_id: id.clone() })
+            .get_user(pb::GetUserRequest {
+                user_id: id.clone(),
+            })
             .await,
         Code::Unauthenticated,
     );
@@ -84,9 +96,13 @@ async fn calls_without_a_valid_token_are_unauthenticated(db: TestDb) {
     for token in ["garbage", "a.b.c", foreign.as_str()] {
         assert_code(app.get(&id, token).await, Code::Unauthenticated);
     }
-    let mut req = Request::new(pb::GetUserRequest { user_id: id.clone() });
-    req.metadata_mut()
-        .insert("authorization", format!("Basic {}", app.admin_token).parse().unwrap());
+    let mut req = Request::new(pb::GetUserRequest {
+        user_id: id.clone(),
+    });
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Basic {}", app.admin_token).parse().unwrap(),
+    );
     assert_code(app.client.get_user(req).await, Code::Unauthenticated);
     // Every protected RPC is gated, including the stream and the list.
     assert_code(
@@ -122,6 +138,8 @@ async fn admin_is_bootstrapped_from_config(db: TestDb) {
     assert_eq!(me.email, ADMIN_EMAIL);
     assert!(me.roles.contains(&(pb::Role::Admin as i32)));
     // Sign-up never grants admin.
-    let user = app.signup("wannabe@example.com", "Wannabe", "password-1").await;
+    let user = app
+        .signup("wannabe@example.com", "Wannabe", "password-1")
+        .await;
     assert_eq!(user.roles, vec![pb::Role::Customer as i32]);
 }

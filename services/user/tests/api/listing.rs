@@ -7,13 +7,20 @@ use emporium_testkit::{TestDb, backend_tests, bearer};
 
 use crate::{app, assert_code, pb, violated_fields};
 
-backend_tests!(pages_cover_every_user_once_in_order, listing_is_admin_only_and_validated);
+backend_tests!(
+    pages_cover_every_user_once_in_order,
+    listing_is_admin_only_and_validated
+);
 
 async fn pages_cover_every_user_once_in_order(db: TestDb) {
     let mut app = app(db).await;
     let mut created = vec![app.admin_id.clone()];
     for i in 0..7 {
-        created.push(app.signup(&format!("u{i}@example.com"), "U", "password-1").await.id);
+        created.push(
+            app.signup(&format!("u{i}@example.com"), "U", "password-1")
+                .await
+                .id,
+        );
     }
     let admin = app.admin_token.clone();
     let mut seen = Vec::new();

@@ -90,7 +90,9 @@ impl App {
 pub(crate) fn assert_code<T: std::fmt::Debug>(r: Result<T, Status>, code: Code) -> Status {
     let s = r.expect_err("expected an error status");
     assert_eq!(s.code(), code, "{s:?}");
-    for leak in ["SELECT", "INSERT", "UPDATE ", "sqlx", "panicked", "/src/", ".rs:"] {
+    for leak in [
+        "SELECT", "INSERT", "UPDATE ", "sqlx", "panicked", "/src/", ".rs:",
+    ] {
         assert!(!s.message().contains(leak), "status leaks internals: {s:?}");
     }
     s

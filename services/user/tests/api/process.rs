@@ -9,7 +9,9 @@ use std::{
 
 use emporium_common::rpc::{
     Channel,
-    health::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient},
+    health::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    },
 };
 use emporium_testkit::bearer;
 use futures::StreamExt as _;
@@ -25,13 +27,19 @@ fn command(dir: &std::path::Path) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("EMPORIUM_DATABASE__URL", format!("sqlite://{}/user.db", dir.display()))
+        .env(
+            "EMPORIUM_DATABASE__URL",
+            format!("sqlite://{}/user.db", dir.display()),
+        )
         .env("EMPORIUM_SERVER__GRPC_ADDR", "127.0.0.1:0")
         .env("EMPORIUM_SERVER__ADMIN_ADDR", "127.0.0.1:0")
         .env("EMPORIUM_SERVER__DRAIN_DELAY_MS", "1500")
         .env("EMPORIUM_SERVER__SHUTDOWN_GRACE_MS", "10000")
         .env("EMPORIUM_TELEMETRY__LOG_FORMAT", "json")
-        .env("EMPORIUM_AUTH__JWT_SECRET", "process-test-secret-0123456789abcdef")
+        .env(
+            "EMPORIUM_AUTH__JWT_SECRET",
+            "process-test-secret-0123456789abcdef",
+        )
         .env("EMPORIUM_ADMIN_EMAIL", ADMIN_EMAIL)
         .env("EMPORIUM_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .stdout(Stdio::piped())
@@ -49,7 +57,9 @@ fn start(dir: &std::path::Path) -> (Child, SocketAddr) {
             .next()
             .expect("process exited before listening")
             .expect("read stdout");
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
         if v["message"] == "emporium-user listening" {
             break v["grpc"].as_str().unwrap().parse().unwrap();
         }
@@ -65,7 +75,10 @@ fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
         if let Some(status) = child.try_wait().unwrap() {
             return status;
         }
-        assert!(Instant::now() < deadline, "process did not exit within {within:?}");
+        assert!(
+            Instant::now() < deadline,
+            "process did not exit within {within:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -101,7 +114,11 @@ async fn sigterm_drains_then_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, addr) = start(dir.path());
     let url = format!("http://{addr}");
-    let channel = Channel::from_shared(url.clone()).unwrap().connect().await.unwrap();
+    let channel = Channel::from_shared(url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut client = pb::user_service_client::UserServiceClient::new(channel.clone());
     let auth = client
         .authenticate(pb::AuthenticateRequest {
@@ -121,31 +138,46 @@ async fn sigterm_drains_then_exits_zero() {
         .into_inner();
     let get = |id: &str| pb::StreamUsersRequest {
         operation_id: id.into(),
-        operation: Some(Operation::Get(pb::GetUserRequest { user_id: admin_id.clone() })),
+        operation: Some(Operation::Get(pb::GetUserRequest {
+            user_id: admin_id.clone(),
+        })),
     };
     tx.send(get("before")).await.unwrap();
-    assert!(matches!(results.next().await.unwrap().unwrap().result, Some(Out::User(_))));
+    assert!(matches!(
+        results.next().await.unwrap().unwrap().result,
+        Some(Out::User(_))
+    ));
 
     let mut watch = HealthClient::new(channel)
-        .watch(HealthCheckRequest { service: String::new() })
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(watch.next().await.unwrap().unwrap().status(), ServingStatus::Serving);
+    assert_eq!(
+        watch.next().await.unwrap().unwrap().status(),
+        ServingStatus::Serving
+    );
 
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
-    assert_eq!(watch.next().await.unwrap().unwrap().status(), ServingStatus::NotServing);
+    assert_eq!(
+        watch.next().await.unwrap().unwrap().status(),
+        ServingStatus::NotServing
+    );
     drop(watch);
 
     // During the drain delay a fresh client (a load balancer's probe) still
     // connects and is told NOT_SERVING.
     let fresh = Channel::from_shared(url).unwrap().connect().await.unwrap();
     let r = HealthClient::new(fresh)
-        .check(HealthCheckRequest { service: "emporium.user.v1.UserService".into() })
+        .check(HealthCheckRequest {
+            service: "emporium.user.v1.UserService".into(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -155,11 +187,15 @@ async fn sigterm_drains_then_exits_zero() {
     tx.send(get("during")).await.unwrap();
     let r = results.next().await.unwrap().unwrap();
     assert_eq!(r.operation_id, "during");
-    assert!(child.try_wait().unwrap().is_none(), "must not exit with a call open");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "must not exit with a call open"
+    );
     drop(tx);
     assert!(results.next().await.is_none());
-    let status = tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(10)))
-        .await
-        .unwrap();
+    let status =
+        tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(10)))
+            .await
+            .unwrap();
     assert!(status.success(), "{status:?}");
 }

@@ -3,7 +3,9 @@
 
 use emporium_common::rpc::{
     Code, Request,
-    health::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient},
+    health::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    },
     reflection::{
         ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
         server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
@@ -23,14 +25,18 @@ async fn health_reports_serving_for_the_server_and_the_service() {
     let mut health = HealthClient::new(app.svc.channel().await);
     for service in ["", "emporium.user.v1.UserService"] {
         let r = health
-            .check(HealthCheckRequest { service: service.into() })
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
             .await
             .unwrap()
             .into_inner();
         assert_eq!(r.status(), ServingStatus::Serving, "{service:?}");
     }
     let s = health
-        .check(HealthCheckRequest { service: "no.such.Service".into() })
+        .check(HealthCheckRequest {
+            service: "no.such.Service".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(s.code(), Code::NotFound);
@@ -92,13 +98,20 @@ async fn admin_port_serves_probes_and_metrics() {
 async fn request_ids_are_echoed_or_generated() {
     let mut app = app(TestDb::sqlite()).await;
     let token = app.admin_token.clone();
-    let mut req = bearer(pb::GetUserRequest { user_id: app.admin_id.clone() }, &token);
-    req.metadata_mut().insert("x-request-id", "abc-123".parse().unwrap());
+    let mut req = bearer(
+        pb::GetUserRequest {
+            user_id: app.admin_id.clone(),
+        },
+        &token,
+    );
+    req.metadata_mut()
+        .insert("x-request-id", "abc-123".parse().unwrap());
     let r = app.client.get_user(req).await.unwrap();
     assert_eq!(r.metadata().get("x-request-id").unwrap(), "abc-123");
     // Errors carry one too, and a hostile id is replaced.
     let mut req = Request::new(pb::GetUserRequest::default());
-    req.metadata_mut().insert("x-request-id", "has spaces".parse().unwrap());
+    req.metadata_mut()
+        .insert("x-request-id", "has spaces".parse().unwrap());
     let s = app.client.get_user(req).await.unwrap_err();
     let id = s.metadata().get("x-request-id").unwrap().to_str().unwrap();
     assert_ne!(id, "has spaces");
@@ -110,11 +123,16 @@ async fn shutdown_reports_not_serving_and_finishes_in_flight_calls() {
     let mut app = app(TestDb::sqlite()).await;
     let mut health = HealthClient::new(app.svc.channel().await);
     let mut watch = health
-        .watch(HealthCheckRequest { service: "emporium.user.v1.UserService".into() })
+        .watch(HealthCheckRequest {
+            service: "emporium.user.v1.UserService".into(),
+        })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(watch.next().await.unwrap().unwrap().status(), ServingStatus::Serving);
+    assert_eq!(
+        watch.next().await.unwrap().unwrap().status(),
+        ServingStatus::Serving
+    );
 
     // An in-flight call: a bulk stream with one operation answered.
     let token = app.admin_token.clone();
@@ -127,21 +145,32 @@ async fn shutdown_reports_not_serving_and_finishes_in_flight_calls() {
         .into_inner();
     let get = |id: &str| pb::StreamUsersRequest {
         operation_id: id.into(),
-        operation: Some(Operation::Get(pb::GetUserRequest { user_id: app.admin_id.clone() })),
+        operation: Some(Operation::Get(pb::GetUserRequest {
+            user_id: app.admin_id.clone(),
+        })),
     };
     tx.send(get("before")).await.unwrap();
-    assert!(matches!(results.next().await.unwrap().unwrap().result, Some(Out::User(_))));
+    assert!(matches!(
+        results.next().await.unwrap().unwrap().result,
+        Some(Out::User(_))
+    ));
 
     let svc = app.svc;
     let stopping = tokio::spawn(svc.shutdown());
-    assert_eq!(watch.next().await.unwrap().unwrap().status(), ServingStatus::NotServing);
+    assert_eq!(
+        watch.next().await.unwrap().unwrap().status(),
+        ServingStatus::NotServing
+    );
 
     // Draining: the call in flight is still served to its end...
     tx.send(get("during")).await.unwrap();
     let r = results.next().await.unwrap().unwrap();
     assert_eq!(r.operation_id, "during");
     assert!(matches!(r.result, Some(Out::User(_))));
-    assert!(!stopping.is_finished(), "server must wait for the open call");
+    assert!(
+        !stopping.is_finished(),
+        "server must wait for the open call"
+    );
     // ...and once it ends (the health watch is a call too), the server stops cleanly.
     drop(watch);
     drop(tx);

@@ -57,8 +57,16 @@ async fn insert_get_update_delete_round_trip(db: TestDb) {
         .unwrap();
     assert!(!changed.active);
     assert_eq!(changed.roles.as_slice(), [Role::Admin]);
-    assert_eq!((changed.email.as_str(), changed.updated_at), ("Round@Trip.com", 20));
-    assert_eq!(s.update(UserId::generate(), StoredChanges::default(), 1).await.unwrap(), None);
+    assert_eq!(
+        (changed.email.as_str(), changed.updated_at),
+        ("Round@Trip.com", 20)
+    );
+    assert_eq!(
+        s.update(UserId::generate(), StoredChanges::default(), 1)
+            .await
+            .unwrap(),
+        None
+    );
 
     assert!(s.delete(u.id).await.unwrap());
     assert!(!s.delete(u.id).await.unwrap());
@@ -68,7 +76,10 @@ async fn insert_get_update_delete_round_trip(db: TestDb) {
 async fn email_key_is_unique_in_the_database(db: TestDb) {
     let s = store(&db).await;
     s.insert(&user("a@b.co", 1), "a@b.co", "h").await.unwrap();
-    let err = s.insert(&user("A@B.CO", 2), "a@b.co", "h").await.unwrap_err();
+    let err = s
+        .insert(&user("A@B.CO", 2), "a@b.co", "h")
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::AlreadyExists), "{err:?}");
     let other = user("c@d.co", 3);
     s.insert(&other, "c@d.co", "h").await.unwrap();
@@ -96,11 +107,14 @@ async fn list_pages_by_created_at_then_id(db: TestDb) {
         s.insert(&u, &format!("u{i}@x.co"), "h").await.unwrap();
         all.push(u);
     }
-    all.sort_by(|a, b| (a.created_at, a.id.to_string()).cmp(&(b.created_at, b.id.to_string())));
+    all.sort_by_key(|u| (u.created_at, u.id.to_string()));
     let first = s.list(None, 2).await.unwrap();
     assert_eq!(first, all[..2]);
     let last = first.last().unwrap();
-    let rest = s.list(Some((last.created_at, last.id.to_string())), 10).await.unwrap();
+    let rest = s
+        .list(Some((last.created_at, last.id.to_string())), 10)
+        .await
+        .unwrap();
     assert_eq!(rest, all[2..]);
 }
 

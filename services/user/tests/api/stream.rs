@@ -10,7 +10,10 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::{app, pb};
 
-backend_tests!(each_operation_gets_its_own_result, customers_stream_only_on_themselves);
+backend_tests!(
+    each_operation_gets_its_own_result,
+    customers_stream_only_on_themselves
+);
 
 fn op(id: &str, operation: Option<Operation>) -> pb::StreamUsersRequest {
     pb::StreamUsersRequest {
@@ -49,18 +52,34 @@ async fn each_operation_gets_its_own_result(db: TestDb) {
     tx.send(op("1", create("bulk1@example.com"))).await.unwrap();
     let r1 = results.next().await.unwrap().unwrap();
     assert_eq!(r1.operation_id, "1");
-    let Some(Out::User(u1)) = r1.result else { panic!("{r1:?}") };
+    let Some(Out::User(u1)) = r1.result else {
+        panic!("{r1:?}")
+    };
 
     tx.send(op("2", create("not-an-email"))).await.unwrap();
     let r2 = results.next().await.unwrap().unwrap();
-    assert_eq!((r2.operation_id.as_str(), error_code(&r2)), ("2", Some(Code::InvalidArgument)));
-    let Some(Out::Error(status)) = &r2.result else { unreachable!() };
-    assert_eq!(status.details.len(), 1, "field violations travel with the result");
+    assert_eq!(
+        (r2.operation_id.as_str(), error_code(&r2)),
+        ("2", Some(Code::InvalidArgument))
+    );
+    let Some(Out::Error(status)) = &r2.result else {
+        unreachable!()
+    };
+    assert_eq!(
+        status.details.len(),
+        1,
+        "field violations travel with the result"
+    );
 
     // A pipelined batch after the failure, including a duplicate and an empty op.
     let batch = [
         op("3", create("BULK1@example.com")),
-        op("4", Some(Operation::Get(pb::GetUserRequest { user_id: u1.id.clone() }))),
+        op(
+            "4",
+            Some(Operation::Get(pb::GetUserRequest {
+                user_id: u1.id.clone(),
+            })),
+        ),
         op(
             "5",
             Some(Operation::Update(pb::UpdateUserRequest {
@@ -70,8 +89,18 @@ async fn each_operation_gets_its_own_result(db: TestDb) {
             })),
         ),
         op("6", None),
-        op("7", Some(Operation::Delete(pb::DeleteUserRequest { user_id: u1.id.clone() }))),
-        op("8", Some(Operation::Get(pb::GetUserRequest { user_id: u1.id.clone() }))),
+        op(
+            "7",
+            Some(Operation::Delete(pb::DeleteUserRequest {
+                user_id: u1.id.clone(),
+            })),
+        ),
+        op(
+            "8",
+            Some(Operation::Get(pb::GetUserRequest {
+                user_id: u1.id.clone(),
+            })),
+        ),
     ];
     for o in batch {
         tx.send(o).await.unwrap();
@@ -93,13 +122,25 @@ async fn customers_stream_only_on_themselves(db: TestDb) {
     let (me, token) = app.customer("self@example.com").await;
     let admin_id = app.admin_id.clone();
     let ops = futures::stream::iter([
-        op("mine", Some(Operation::Get(pb::GetUserRequest { user_id: me.id.clone() }))),
-        op("theirs", Some(Operation::Get(pb::GetUserRequest { user_id: admin_id.clone() }))),
+        op(
+            "mine",
+            Some(Operation::Get(pb::GetUserRequest {
+                user_id: me.id.clone(),
+            })),
+        ),
+        op(
+            "theirs",
+            Some(Operation::Get(pb::GetUserRequest {
+                user_id: admin_id.clone(),
+            })),
+        ),
         op(
             "escalate",
             Some(Operation::Update(pb::UpdateUserRequest {
                 user_id: me.id.clone(),
-                roles: Some(pb::RoleSet { roles: vec![pb::Role::Admin as i32] }),
+                roles: Some(pb::RoleSet {
+                    roles: vec![pb::Role::Admin as i32],
+                }),
                 ..Default::default()
             })),
         ),
