@@ -52,9 +52,12 @@ impl Validate for PeerConfig {
     }
 }
 
+/// A peer URL that tonic cannot use.
+pub type ChannelError = tonic::transport::Error;
+
 /// A lazily connecting channel: the service starts even when the peer is not up
 /// yet, and reconnects on its own when the peer comes back.
-pub fn channel(peer: &PeerConfig) -> Result<Channel, tonic::transport::Error> {
+pub fn channel(peer: &PeerConfig) -> Result<Channel, ChannelError> {
     Ok(Endpoint::from_shared(peer.url.clone())?
         .connect_timeout(Duration::from_millis(peer.connect_timeout_ms))
         .timeout(peer.call_timeout())

@@ -101,6 +101,31 @@ pub fn invalid_argument(violations: &Violations) -> Status {
     )
 }
 
+/// One unmet precondition, e.g. `("STOCK", "SKU-1", "requested 5, available 2")`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreconditionViolation {
+    /// A type the service defines, upper case (`STOCK`, `STATE`).
+    pub kind: String,
+    /// What failed the check (a SKU, an id).
+    pub subject: String,
+    /// Why, lowercase.
+    pub description: String,
+}
+
+/// FAILED_PRECONDITION with a `google.rpc.PreconditionFailure` listing each
+/// violation, so a client can tell which items to fix without parsing text.
+pub fn failed_precondition(message: impl Into<String>, violations: &[PreconditionViolation]) -> Status {
+    let mut details = ErrorDetails::new();
+    for v in violations {
+        details.add_precondition_failure_violation(
+            v.kind.clone(),
+            v.subject.clone(),
+            v.description.clone(),
+        );
+    }
+    Status::with_error_details(Code::FailedPrecondition, message, details)
+}
+
 /// INTERNAL with a generic message. The error and its whole `source()` chain go to
 /// the log, never to the client.
 pub fn internal(err: &(dyn StdError + 'static)) -> Status {

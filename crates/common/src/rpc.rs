@@ -17,4 +17,4 @@ pub use tonic_health::pb as health;
 pub use tonic_reflection::pb::v1 as reflection;
 
 /// Reading rich error details (`google.rpc.BadRequest` …) off a status.
-pub use tonic_types::StatusExt;
+pub use tonic_types::{ErrorDetails, StatusExt};

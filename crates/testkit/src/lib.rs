@@ -55,6 +55,14 @@ impl TestDb {
         })
     }
 
+    /// A fresh database on the same backend (a stack of services needs one each).
+    pub fn another(&self) -> Self {
+        match self.backend {
+            "postgres" => Self::postgres().expect("the cluster that made self is running"),
+            _ => Self::sqlite(),
+        }
+    }
+
     /// The connection URL.
     pub fn url(&self) -> &str {
         &self.url
@@ -104,6 +112,8 @@ pub struct Spawned {
     pub grpc_addr: SocketAddr,
     /// Where its admin HTTP port listens.
     pub admin_addr: SocketAddr,
+    /// Its database, for tests that check what was stored.
+    pub db_url: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), String>>>,
     _db: TestDb,
@@ -124,8 +134,9 @@ impl Spawned {
             .expect("connect to spawned service")
     }
 
-    /// Starts a graceful shutdown and waits for the service to finish.
-    pub async fn shutdown(mut self) -> Result<(), String> {
+    /// Starts a graceful shutdown and waits for the service to finish; the
+    /// database stays (for checks after a service went down).
+    pub async fn stop(&mut self) -> Result<(), String> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -133,6 +144,11 @@ impl Spawned {
             Some(task) => task.await.map_err(|e| e.to_string())?,
             None => Ok(()),
         }
+    }
+
+    /// [`Self::stop`], then drops the database too.
+    pub async fn shutdown(mut self) -> Result<(), String> {
+        self.stop().await
     }
 }
 
@@ -144,33 +160,55 @@ impl Drop for Spawned {
     }
 }
 
-/// Starts the user service over `db`; `tweak` adjusts its config first.
-pub async fn spawn_user(db: TestDb, tweak: impl FnOnce(&mut emporium_user::Config)) -> Spawned {
+/// What a service's `serve` function returns.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The future that tells a spawned service to drain and stop.
+pub type StopSignal = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Starts a service in this process on ephemeral ports: `start` gets the
+/// database settings for `db`, the bound listeners and the stop signal, and
+/// returns the service's `serve` future.
+pub async fn spawn<F, Fut>(db: TestDb, start: F) -> Spawned
+where
+    F: FnOnce(DatabaseConfig, Listeners, StopSignal) -> Fut,
+    Fut: std::future::Future<Output = Result<(), BoxError>> + Send + 'static,
+{
     init_logs();
-    let mut config = emporium_user::Config {
-        server: server_config(),
-        database: db.config(),
-        auth: auth_config(),
-        ..emporium_user::Config::default()
-    };
-    tweak(&mut config);
     let listeners = Listeners::ephemeral().await.expect("bind ephemeral ports");
     let (grpc_addr, admin_addr) = (listeners.grpc_addr(), listeners.admin_addr());
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        emporium_user::serve(config, listeners, async {
+    let fut = start(
+        db.config(),
+        listeners,
+        Box::pin(async {
             let _ = stopped.await;
-        })
-        .await
-        .map_err(|e| e.to_string())
-    });
+        }),
+    );
+    let task = tokio::spawn(async move { fut.await.map_err(|e| e.to_string()) });
     Spawned {
         grpc_addr,
         admin_addr,
+        db_url: db.url().to_owned(),
         stop: Some(stop),
         task: Some(task),
         _db: db,
     }
+}
+
+/// Starts the user service over `db`; `tweak` adjusts its config first.
+pub async fn spawn_user(db: TestDb, tweak: impl FnOnce(&mut emporium_user::Config)) -> Spawned {
+    spawn(db, |database, listeners, stop| {
+        let mut config = emporium_user::Config {
+            server: server_config(),
+            database,
+            auth: auth_config(),
+            ..emporium_user::Config::default()
+        };
+        tweak(&mut config);
+        emporium_user::serve(config, listeners, stop)
+    })
+    .await
 }
 
 /// Wraps `msg` in a request carrying `authorization: Bearer <token>`.

@@ -7,7 +7,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::net::TcpListener;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::CommandExt;
@@ -27,9 +27,9 @@ const LOG_TAIL_LINES: usize = 40;
 
 // The script reads its stdin until EOF. Only the test process holds the write end (Rust opens
 // pipes close-on-exec, so no other child inherits it), and the kernel closes it however that
-// process ends, SIGKILL included; polling the pid instead could outlive a pid reuse.
-// Signals from the terminal are ignored so a Ctrl-C of `cargo test` cannot kill the watchdog
-// before it has cleaned up.
+// process ends, SIGKILL included, with no polling delay; polling the pid with `kill -0` could
+// also take a reused pid for the test process and keep the server forever. Terminal signals
+// are ignored so a Ctrl-C of `cargo test` cannot kill the watchdog before it has cleaned up.
 const WATCHDOG_SCRIPT: &str = r#"trap '' HUP INT TERM
 root=$1
 shift
@@ -95,15 +95,27 @@ impl PgCluster {
     ///
     /// When `createdb` fails, for instance after [`PgCluster::stop`].
     pub fn create_database(&self) -> String {
+        if self.is_stopped() {
+            panic!("create_database: the shared PostgreSQL cluster has been stopped");
+        }
         let n = self.next_db.fetch_add(1, Ordering::Relaxed);
         let name = format!("emporium_test_{}_{n}", std::process::id());
         let port = self.port.to_string();
         let mut command = Command::new(&self.bin.createdb);
         scrub_pg_env(&mut command);
         command
-            .args(["-h", "127.0.0.1", "-p", &port, "-U", DB_USER, "-w", &name])
+            .args(["-h", "127.0.0.1", "-p", &port, "-U", DB_USER, "-w"])
             .env("PGCONNECT_TIMEOUT", "10")
             .stdin(Stdio::null());
+        if self.bin.major >= 15 {
+            // The WAL_LOG default of 15+ pushes the whole template through the WAL, while
+            // with fsync off the two checkpoints of FILE_COPY cost little. Measured here
+            // with 20 createdb at once (the usual burst when parallel tests start),
+            // FILE_COPY finished first in every paired run, 30-60% sooner; one at a time
+            // neither won consistently. Older versions always copy files.
+            command.args(["--strategy", "FILE_COPY"]);
+        }
+        command.arg(&name);
         match command.output() {
             Ok(output) if output.status.success() => self.url(&name),
             Ok(output) => panic!(
@@ -154,6 +166,13 @@ impl PgCluster {
         }
     }
 
+    fn is_stopped(&self) -> bool {
+        self.watchdog
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none()
+    }
+
     /// Creates the temporary directory, the watchdog, the data directory and the server.
     fn start(bin: PgBin) -> Result<PgCluster, String> {
         let runner = if current_uid()? == 0 {
@@ -182,7 +201,8 @@ impl PgCluster {
             run(Command::new("chown")
                 .arg("-R")
                 .arg(format!("{user}:"))
-                .arg(&root))?;
+                .arg(&root))
+            .map(drop)?;
         }
 
         run(runner
@@ -203,7 +223,8 @@ impl PgCluster {
                     "--locale=C".as_ref(),
                 ],
             )
-            .current_dir(&root))?;
+            .current_dir(&root))
+        .map(drop)?;
 
         let port = start_server(&bin, &runner, &root, &data, &socket_dir, &log)?;
         Ok(PgCluster {
@@ -227,7 +248,10 @@ fn init_shared() -> Result<Option<PgCluster>, String> {
              initdb and pg_ctl."
         )),
         None => {
-            eprintln!(
+            // Written to the stderr handle, not with eprintln!, which the libtest harness
+            // captures and hides for passing tests: a skip must not go unnoticed.
+            let _ = writeln!(
+                io::stderr(),
                 "\n\
                  ======================================================================\n\
                  WARNING: the PostgreSQL tests of this test binary are SKIPPED.\n\
@@ -296,10 +320,9 @@ fn start_server(
         if !(port_taken && attempt < START_ATTEMPTS) {
             return Err(format!(
                 "PostgreSQL failed to start (attempt {attempt}, port {port}, binaries in {}):\n\
-                 {}\n--- last lines of {} ---\n{}",
+                 {}\n--- server log, last {LOG_TAIL_LINES} lines ---\n{}",
                 bin.dir.display(),
                 output_text(&output),
-                log.display(),
                 tail(&read_from(log, 0), LOG_TAIL_LINES)
             ));
         }
@@ -326,6 +349,8 @@ fn free_port() -> Result<u16, String> {
 struct PgBin {
     dir: PathBuf,
     createdb: PathBuf,
+    /// Major version, from `initdb --version`; 0 when it cannot be parsed.
+    major: u32,
 }
 
 impl PgBin {
@@ -342,7 +367,12 @@ impl PgBin {
         }
         let mut version = Command::new(dir.join("initdb"));
         version.arg("--version").stdin(Stdio::null());
-        run(&mut version)?;
+        // "initdb (PostgreSQL) 15.14 (Debian 15.14-0+deb12u1)"
+        let major = run(&mut version)?
+            .split_whitespace()
+            .nth(2)
+            .and_then(|version| version.split('.').next()?.parse().ok())
+            .unwrap_or(0);
         // Debian ships client programs in the same directory; the PATH copy is a fallback
         // for layouts that split them.
         let createdb = Some(dir.join("createdb"))
@@ -352,6 +382,7 @@ impl PgBin {
         Ok(PgBin {
             dir: dir.to_path_buf(),
             createdb,
+            major,
         })
     }
 }
@@ -382,8 +413,8 @@ fn find_binaries() -> Result<Option<PgBin>, String> {
         })
         .collect();
     versions.sort();
-    // Client-only packages of other versions also create a bin directory there, hence
-    // taking the newest one that probes successfully rather than the newest one.
+    // Another version's client package creates its bin directory here too, without a
+    // server in it, so the newest directory is not necessarily usable.
     if let Some(bin) = versions
         .iter()
         .rev()
@@ -416,7 +447,8 @@ enum Runner {
 
 impl Runner {
     fn as_user(user: String) -> Result<Runner, String> {
-        let in_sbin = |name: &str| {
+        // root's PATH may lack the sbin directories where runuser lives.
+        let find_tool = |name: &str| {
             find_on_path(name).or_else(|| {
                 ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
                     .iter()
@@ -424,9 +456,9 @@ impl Runner {
                     .find(|path| path.is_file())
             })
         };
-        if let Some(runuser) = in_sbin("runuser") {
+        if let Some(runuser) = find_tool("runuser") {
             Ok(Runner::Runuser { runuser, user })
-        } else if let Some(su) = in_sbin("su") {
+        } else if let Some(su) = find_tool("su") {
             Ok(Runner::Su { su, user })
         } else {
             Err(format!(
@@ -596,13 +628,14 @@ fn scrub_pg_env(command: &mut Command) {
     }
 }
 
-fn run(command: &mut Command) -> Result<(), String> {
+/// Runs `command` to completion and returns its standard output.
+fn run(command: &mut Command) -> Result<String, String> {
     let output = command
         .stdin(Stdio::null())
         .output()
         .map_err(|err| format!("cannot run {command:?}: {err}"))?;
     if output.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
         Err(format!(
             "{command:?} failed ({}):\n{}",
