@@ -3,13 +3,13 @@ SHELL := bash
 .DEFAULT_GOAL := help
 
 # The services that exist so far, in start order.
-SERVICES := user
+SERVICES := user inventory payment order
 
 # Development-only bootstrap admin for `make run` (see README: "First admin").
 export EMPORIUM_ADMIN_EMAIL ?= admin@emporium.local
 export EMPORIUM_ADMIN_PASSWORD ?= admin-password
 
-.PHONY: help run build test fmt lint proto-lint proto-breaking smoke
+.PHONY: help run build test fmt lint proto-lint proto-breaking smoke demo
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -19,6 +19,9 @@ build: ## Build every crate and binary
 
 run: build ## Run all services on localhost (gRPC 50051.., admin 9091..; SQLite under data/); Ctrl-C stops them
 	tools/run-services $(SERVICES)
+
+demo: ## Run the narrated end-to-end story against the running stack (start it first with `make run`)
+	cargo run -q -p emporium-cli -- demo
 
 test: ## Run the whole test suite (PostgreSQL tests need PostgreSQL installed; see README)
 	cargo test --workspace

@@ -114,7 +114,10 @@ pub struct PreconditionViolation {
 
 /// FAILED_PRECONDITION with a `google.rpc.PreconditionFailure` listing each
 /// violation, so a client can tell which items to fix without parsing text.
-pub fn failed_precondition(message: impl Into<String>, violations: &[PreconditionViolation]) -> Status {
+pub fn failed_precondition(
+    message: impl Into<String>,
+    violations: &[PreconditionViolation],
+) -> Status {
     let mut details = ErrorDetails::new();
     for v in violations {
         details.add_precondition_failure_violation(

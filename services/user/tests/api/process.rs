@@ -47,8 +47,18 @@ fn command(dir: &std::path::Path) -> Command {
     cmd
 }
 
+/// Kills the process if the test fails before it exits by itself.
+struct Reaper(Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts the binary and waits for its "listening" log line: (child, gRPC addr).
-fn start(dir: &std::path::Path) -> (Child, SocketAddr) {
+fn start(dir: &std::path::Path) -> (Reaper, SocketAddr) {
     let mut child = command(dir).spawn().expect("spawn emporium-user");
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
@@ -66,7 +76,7 @@ fn start(dir: &std::path::Path) -> (Child, SocketAddr) {
     };
     // Keep draining stdout so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+    (Reaper(child), addr)
 }
 
 fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
@@ -112,7 +122,7 @@ fn print_config_redacts_secrets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_then_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addr) = start(dir.path());
+    let (mut reaper, addr) = start(dir.path());
     let url = format!("http://{addr}");
     let channel = Channel::from_shared(url.clone())
         .unwrap()
@@ -161,7 +171,7 @@ async fn sigterm_drains_then_exits_zero() {
     );
 
     let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &reaper.0.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
@@ -188,13 +198,13 @@ async fn sigterm_drains_then_exits_zero() {
     let r = results.next().await.unwrap().unwrap();
     assert_eq!(r.operation_id, "during");
     assert!(
-        child.try_wait().unwrap().is_none(),
+        reaper.0.try_wait().unwrap().is_none(),
         "must not exit with a call open"
     );
     drop(tx);
     assert!(results.next().await.is_none());
     let status =
-        tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(10)))
+        tokio::task::spawn_blocking(move || wait_exit(&mut reaper.0, Duration::from_secs(10)))
             .await
             .unwrap();
     assert!(status.success(), "{status:?}");

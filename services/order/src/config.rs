@@ -1,0 +1,132 @@
+//! The order service's settings: the common blocks, its peers, and the saga's
+//! timing.
+
+use emporium_common::{
+    client::PeerConfig,
+    config::{AuthConfig, ConfigError, DatabaseConfig, ServerConfig, TelemetryConfig, Validate},
+};
+use serde::{Deserialize, Serialize};
+
+/// Everything the order service reads at start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Config {
+    /// Ports and request bounds (`EMPORIUM_SERVER__*`).
+    pub server: ServerConfig,
+    /// The orders database (`EMPORIUM_DATABASE__*`).
+    pub database: DatabaseConfig,
+    /// Logging (`EMPORIUM_TELEMETRY__*`).
+    pub telemetry: TelemetryConfig,
+    /// Access tokens (`EMPORIUM_AUTH__*`).
+    pub auth: AuthConfig,
+    /// The services this one calls (`EMPORIUM_PEERS__USER__URL`, …).
+    pub peers: Peers,
+    /// Saga timing (`EMPORIUM_SAGA__*`).
+    pub saga: SagaConfig,
+}
+
+/// Where the user, inventory and payment services are.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Peers {
+    /// The user service (checks that the customer exists and is active).
+    pub user: PeerConfig,
+    /// The inventory service (reserves, commits and releases stock).
+    pub inventory: PeerConfig,
+    /// The payment service (charges and refunds).
+    pub payment: PeerConfig,
+}
+
+/// How the saga retries, leases and sweeps.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SagaConfig {
+    /// How long one saga run keeps retrying a peer that fails transiently
+    /// (UNAVAILABLE, timeouts) before it compensates, in milliseconds. A
+    /// CreateOrder call's own deadline shortens it.
+    pub retry_budget_ms: u64,
+    /// First pause between retries, doubled each time up to 1 s (milliseconds).
+    pub retry_backoff_ms: u64,
+    /// How long a process owns an order's saga without renewing (milliseconds).
+    /// Another process (or this one after a restart) takes over an order whose
+    /// lease has run out.
+    pub lease_ms: u64,
+    /// How often unfinished orders with an expired lease are looked for
+    /// (milliseconds). The first sweep runs at start.
+    pub sweep_interval_ms: u64,
+    /// How long CreateOrder waits for the saga before answering with the order
+    /// still PENDING (it finishes in the background), in milliseconds; the call's
+    /// deadline shortens it.
+    pub create_wait_ms: u64,
+    /// Testing aid: abort the process right after this step is recorded
+    /// (`reserve`, `charge`, `commit`, `compensate`, `done`), to prove recovery.
+    /// Never set it in production.
+    pub crash_after: Option<String>,
+}
+
+impl Default for SagaConfig {
+    fn default() -> Self {
+        Self {
+            retry_budget_ms: 8_000,
+            retry_backoff_ms: 50,
+            lease_ms: 30_000,
+            sweep_interval_ms: 5_000,
+            create_wait_ms: 9_000,
+            crash_after: None,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::local(50054, 9094),
+            database: DatabaseConfig::sqlite_default("order"),
+            telemetry: TelemetryConfig::default(),
+            auth: AuthConfig::default(),
+            peers: Peers {
+                user: PeerConfig::local(50051),
+                inventory: PeerConfig::local(50052),
+                payment: PeerConfig::local(50053),
+            },
+            saga: SagaConfig::default(),
+        }
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.server.validate()?;
+        self.database.validate()?;
+        self.telemetry.validate()?;
+        self.auth.validate()?;
+        self.peers.user.validate_as("peers.user")?;
+        self.peers.inventory.validate_as("peers.inventory")?;
+        self.peers.payment.validate_as("peers.payment")?;
+        let s = &self.saga;
+        for (key, v) in [
+            ("saga.retry_budget_ms", s.retry_budget_ms),
+            ("saga.retry_backoff_ms", s.retry_backoff_ms),
+            ("saga.lease_ms", s.lease_ms),
+            ("saga.sweep_interval_ms", s.sweep_interval_ms),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::invalid(key, "must be > 0"));
+            }
+        }
+        // A step may retry for the whole budget; a shorter lease would let another
+        // process take the order over mid-step.
+        if s.lease_ms <= s.retry_budget_ms {
+            return Err(ConfigError::invalid(
+                "saga.lease_ms",
+                "must be greater than saga.retry_budget_ms",
+            ));
+        }
+        if let Some(step) = &s.crash_after
+            && crate::domain::Step::parse(step).is_none()
+        {
+            return Err(ConfigError::invalid(
+                "saga.crash_after",
+                "must be one of reserve, charge, commit, compensate, done",
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,135 @@
+//! Emporium's order service: places orders through the order saga across the
+//! user, inventory and payment services, and lets customers read, cancel and
+//! watch them.
+//!
+//! It owns the orders database and calls its peers only over gRPC, through the
+//! small traits in [`ports`]. The saga's progress is stored at every step, so an
+//! order service stopped at any point resumes or compensates every unfinished
+//! order when it (or another replica) runs again.
+//!
+//! Reading order: [`config`] → [`domain`] (steps, reasons, newtypes) → [`saga`]
+//! (the heart) → [`ports`] (the peers) → [`service`] (the operations) →
+//! [`store`] (SQL) → [`grpc`] (the transport) → [`error`].
+
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod grpc;
+pub mod ports;
+pub mod saga;
+pub mod service;
+pub mod store;
+
+use std::{future::Future, time::Duration};
+
+use emporium_common::{
+    auth::Tokens,
+    db::Db,
+    server::{Listeners, Server},
+};
+use tokio::sync::{broadcast, watch};
+
+pub use config::Config;
+
+/// What stops the service from starting or serving.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Serves with the real gRPC peers from `config.peers`.
+pub async fn serve(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), BoxError> {
+    let peers = ports::GrpcPeers::new(
+        Tokens::new(&config.auth),
+        &config.peers.user,
+        &config.peers.inventory,
+        &config.peers.payment,
+    )?
+    .into_peers();
+    serve_with_peers(config, peers, listeners, shutdown).await
+}
+
+/// Opens the database, applies migrations, resumes unfinished sagas, and serves
+/// on `listeners` until `shutdown` completes and the drain is over.
+pub async fn serve_with_peers(
+    config: Config,
+    peers: ports::Peers,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), BoxError> {
+    let db = Db::connect(&config.database).await?;
+    db.migrate(&store::MIGRATOR).await?;
+    let (events, _) = broadcast::channel(1024);
+    let timing = saga::Timing {
+        retry_budget: Duration::from_millis(config.saga.retry_budget_ms),
+        backoff: Duration::from_millis(config.saga.retry_backoff_ms),
+        lease: Duration::from_millis(config.saga.lease_ms),
+        crash_after: config
+            .saga
+            .crash_after
+            .as_deref()
+            .and_then(domain::Step::parse),
+    };
+    let saga = saga::Saga::new(store::Store::new(db.clone()), peers, timing, events.clone());
+
+    // The sweeper: at start (recovery after a crash) and then periodically.
+    let sweeper = {
+        let saga = saga.clone();
+        let every = Duration::from_millis(config.saga.sweep_interval_ms);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                match saga.sweep().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(resumed = n, "sweeper resumed unfinished orders"),
+                    Err(e) => tracing::warn!(error = %e, "sweep failed"),
+                }
+            }
+        })
+    };
+
+    let (draining_tx, draining) = watch::channel(false);
+    let orders = service::Orders::new(
+        saga,
+        events,
+        Duration::from_millis(config.saga.create_wait_ms),
+        draining,
+    );
+    let ready_db = db.clone();
+    let result = Server::new(&config.server, Tokens::new(&config.auth))
+        .access_log(config.telemetry.access_log)
+        .readiness(move || {
+            let db = ready_db.clone();
+            async move {
+                db.ping()
+                    .await
+                    .map_err(|_| "database unavailable".to_owned())
+            }
+        })
+        .add_service(grpc::OrderApi::new(orders).into_server(config.server.max_message_bytes))
+        .serve(listeners, async move {
+            shutdown.await;
+            // Open watches end now, so they do not hold the drain open.
+            let _ = draining_tx.send(true);
+        })
+        .await;
+    sweeper.abort();
+    db.close().await;
+    Ok(result?)
+}
+
+/// Binds the configured addresses and serves (what the binary runs).
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), BoxError> {
+    let listeners = Listeners::bind(&config.server).await?;
+    tracing::info!(
+        grpc = %listeners.grpc_addr(),
+        admin = %listeners.admin_addr(),
+        "emporium-order listening"
+    );
+    serve(config, listeners, shutdown).await
+}

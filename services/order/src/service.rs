@@ -1,0 +1,388 @@
+//! The order service's operations: placing, reading, listing, cancelling and
+//! watching orders. Knows nothing of gRPC; the saga does the remote work.
+
+use std::time::{Duration, Instant};
+
+use emporium_common::{auth::Caller, time::now_micros};
+use futures::Stream;
+use tokio::sync::{broadcast, watch};
+use uuid::Uuid;
+
+use crate::{
+    domain::{CancelReason, Item, NewOrder, Order, Status, Step},
+    error::Error,
+    saga::Saga,
+    store::{Inserted, ListQuery},
+};
+
+/// Default and maximum page sizes of ListOrders.
+pub const PAGE_DEFAULT: u32 = 50;
+/// See [`PAGE_DEFAULT`].
+pub const PAGE_MAX: u32 = 500;
+
+/// One page of orders and the cursor after its last one, if more may follow.
+#[derive(Debug)]
+pub struct Page {
+    /// The orders, newest first.
+    pub orders: Vec<Order>,
+    /// `(created_at, id)` of the last order, when there is a next page.
+    pub next: Option<(i64, String)>,
+}
+
+/// What a watch follows.
+#[derive(Debug, Clone, Copy)]
+pub enum WatchTarget {
+    /// One order.
+    Order(Uuid),
+    /// Every order of one user.
+    User(Uuid),
+}
+
+/// One item of a watch stream.
+#[derive(Debug, Clone)]
+pub struct Update {
+    /// The order as it is now.
+    pub order: Order,
+    /// Whether this is part of the state sent first.
+    pub initial: bool,
+}
+
+/// The order service's operations.
+#[derive(Debug, Clone)]
+pub struct Orders {
+    saga: Saga,
+    events: broadcast::Sender<Order>,
+    create_wait: Duration,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Orders {
+    /// The operations over a saga engine; `events` is the channel the saga
+    /// publishes on; `shutdown` turns true when the server starts draining.
+    pub fn new(
+        saga: Saga,
+        events: broadcast::Sender<Order>,
+        create_wait: Duration,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            saga,
+            events,
+            create_wait,
+            shutdown,
+        }
+    }
+
+    /// Places an order (or returns the one placed with the same key) and waits
+    /// for the saga until `deadline`, returning the order as it then stands.
+    pub async fn create(
+        &self,
+        caller: &Caller,
+        new: NewOrder,
+        deadline: Instant,
+    ) -> Result<Order, Error> {
+        if !caller.may_act_for(new.user_id) {
+            return Err(Error::PermissionDenied(
+                "customers may order only for themselves",
+            ));
+        }
+        let store = self.saga.store();
+        let fingerprint = new.fingerprint();
+        if let Some(existing) = self.replay(&new, &fingerprint).await? {
+            return Ok(existing);
+        }
+        let now = now_micros();
+        let order = Order {
+            id: Uuid::now_v7(),
+            user_id: new.user_id,
+            items: new
+                .lines
+                .iter()
+                .map(|l| Item {
+                    sku: l.sku.as_str().to_owned(),
+                    quantity: l.quantity,
+                    product_id: None,
+                    name: None,
+                    unit_price: None,
+                })
+                .collect(),
+            status: Status::Pending,
+            step: Step::CheckUser,
+            payment_method: new.payment_method.as_str().to_owned(),
+            payment_id: None,
+            currency: None,
+            total: None,
+            charge_unknown: false,
+            cancel_reason: None,
+            cancel_detail: None,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        };
+        // Stored PENDING before any remote call, holding the lease.
+        match store
+            .insert(
+                &order,
+                new.idempotency_key.as_str(),
+                &fingerprint,
+                self.saga.owner(),
+                self.saga.lease_until(),
+            )
+            .await?
+        {
+            Inserted::New => {}
+            // A concurrent call with the same key won the insert.
+            Inserted::Duplicate => {
+                return self.replay(&new, &fingerprint).await?.ok_or(Error::Aborted(
+                    "a concurrent request with this key is in progress; retry",
+                ));
+            }
+        }
+        self.saga.publish(&order);
+        tracing::info!(order_id = %order.id, "order placed");
+        self.drive(order, deadline).await
+    }
+
+    async fn replay(&self, new: &NewOrder, fingerprint: &str) -> Result<Option<Order>, Error> {
+        match self
+            .saga
+            .store()
+            .find_by_key(new.user_id, new.idempotency_key.as_str())
+            .await?
+        {
+            Some((order, stored)) if stored == fingerprint => Ok(Some(order)),
+            Some(_) => Err(Error::InvalidArgument(
+                emporium_common::error::Violations::one(
+                    "idempotency_key",
+                    "was already used for a different order",
+                ),
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Runs the saga of a claimed order in its own task and waits for it until
+    /// `deadline` (or the configured wait); then answers with the current state.
+    async fn drive(&self, order: Order, deadline: Instant) -> Result<Order, Error> {
+        let id = order.id;
+        self.saga.begin(id);
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(Duration::from_millis(100))
+            .min(self.create_wait);
+        let run = self.saga.spawn(order, Instant::now() + wait);
+        match tokio::time::timeout(wait, run).await {
+            Ok(Ok(Ok(order))) => Ok(order),
+            // Paused or still running: the order's stored state is the answer.
+            _ => self.saga.store().get(id).await?.ok_or(Error::NotFound),
+        }
+    }
+
+    /// One order: its owner's or, for an admin, anyone's.
+    pub async fn get(&self, caller: &Caller, id: Uuid) -> Result<Order, Error> {
+        let order = self.saga.store().get(id).await?.ok_or(Error::NotFound)?;
+        if !caller.may_act_for(order.user_id) {
+            return Err(Error::PermissionDenied(
+                "customers may see only their own orders",
+            ));
+        }
+        Ok(order)
+    }
+
+    /// A page of orders, newest first. Customers see only their own.
+    pub async fn list(
+        &self,
+        caller: &Caller,
+        user_id: Option<Uuid>,
+        status: Option<Status>,
+        before: Option<(i64, String)>,
+        size: u32,
+    ) -> Result<Page, Error> {
+        let user_id = match user_id {
+            Some(u) if !caller.may_act_for(u) => {
+                return Err(Error::PermissionDenied(
+                    "customers may list only their own orders",
+                ));
+            }
+            Some(u) => Some(u),
+            None if caller.is_admin() => None,
+            None => Some(caller.user_id),
+        };
+        let mut orders = self
+            .saga
+            .store()
+            .list(&ListQuery {
+                user_id,
+                status,
+                before,
+                limit: size + 1,
+            })
+            .await?;
+        let next = if orders.len() > size as usize {
+            orders.truncate(size as usize);
+            orders.last().map(|o| (o.created_at, o.id.to_string()))
+        } else {
+            None
+        };
+        Ok(Page { orders, next })
+    }
+
+    /// Cancels a confirmed order: refund, return the stock, CANCELLED. A
+    /// cancelled order is returned as it is; a pending one cannot be cancelled yet.
+    pub async fn cancel(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        detail: &str,
+        deadline: Instant,
+    ) -> Result<Order, Error> {
+        let order = self.get(caller, id).await?;
+        match (order.status, order.step) {
+            (Status::Cancelled, _) => return Ok(order),
+            (Status::Pending, _) => {
+                return Err(Error::FailedPrecondition(
+                    "the order is still being placed; cancel it once it is confirmed".into(),
+                ));
+            }
+            (Status::Confirmed, Step::CancelConfirmed) => {
+                return Err(Error::Aborted(
+                    "the order is already being cancelled; retry",
+                ));
+            }
+            _ => {}
+        }
+        let reason = if caller.user_id == order.user_id {
+            CancelReason::CustomerRequested
+        } else {
+            CancelReason::AdminRequested
+        };
+        let detail = if detail.is_empty() {
+            "cancelled on request"
+        } else {
+            detail
+        };
+        let store = self.saga.store();
+        if !store
+            .request_cancel(
+                id,
+                self.saga.owner(),
+                reason,
+                detail,
+                now_micros(),
+                self.saga.lease_until(),
+            )
+            .await?
+        {
+            return Err(Error::Aborted("the order changed meanwhile; retry"));
+        }
+        let order = store.get(id).await?.ok_or(Error::NotFound)?;
+        self.saga.publish(&order);
+        self.drive(order, deadline).await
+    }
+
+    /// The current state of the target, then every change as it happens, until
+    /// the client goes away or the server shuts down.
+    pub async fn watch(
+        &self,
+        caller: &Caller,
+        target: WatchTarget,
+    ) -> Result<impl Stream<Item = Result<Update, Error>> + Send + 'static, Error> {
+        // Subscribe before reading, so no change between the two is missed.
+        let mut events = self.events.subscribe();
+        let initial: Vec<Order> = match target {
+            WatchTarget::Order(id) => vec![self.get(caller, id).await?],
+            WatchTarget::User(user_id) => {
+                if !caller.may_act_for(user_id) {
+                    return Err(Error::PermissionDenied(
+                        "customers may watch only their own orders",
+                    ));
+                }
+                self.list(caller, Some(user_id), Some(Status::Pending), None, PAGE_MAX)
+                    .await?
+                    .orders
+            }
+        };
+        let mut shutdown = self.shutdown.clone();
+        let store = self.saga.store().clone();
+        Ok(async_stream(move |tx| async move {
+            let stopping = async move {
+                let _ = shutdown.wait_for(|s| *s).await.map(|_| ());
+            };
+            tokio::pin!(stopping);
+            let mut seen: std::collections::HashMap<Uuid, i64> = std::collections::HashMap::new();
+            for order in initial {
+                seen.insert(order.id, order.version);
+                if tx
+                    .send(Ok(Update {
+                        order,
+                        initial: true,
+                    }))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            let matches = |o: &Order| match target {
+                WatchTarget::Order(id) => o.id == id,
+                WatchTarget::User(u) => o.user_id == u,
+            };
+            loop {
+                let event = tokio::select! {
+                    e = events.recv() => e,
+                    () = &mut stopping => {
+                        let _ = tx.send(Err(Error::Unavailable("server shutting down; watch again".into()))).await;
+                        return;
+                    }
+                    () = tx.closed() => return,
+                };
+                let order = match event {
+                    Ok(o) => o,
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // Fell behind: re-read what is watched rather than skip changes.
+                        if let WatchTarget::Order(id) = target
+                            && let Ok(Some(o)) = store.get(id).await
+                        {
+                            o
+                        } else {
+                            let _ = tx
+                                .send(Err(Error::Aborted("watch fell behind; watch again")))
+                                .await;
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                if !matches(&order) || seen.get(&order.id).is_some_and(|v| *v >= order.version) {
+                    continue;
+                }
+                seen.insert(order.id, order.version);
+                let finished =
+                    matches!(target, WatchTarget::Order(_)) && order.status == Status::Cancelled;
+                if tx
+                    .send(Ok(Update {
+                        order,
+                        initial: false,
+                    }))
+                    .await
+                    .is_err()
+                    || finished
+                {
+                    return;
+                }
+            }
+        }))
+    }
+}
+
+/// A stream fed by a task; the task sees `closed()` when the client goes away.
+fn async_stream<T, F, Fut>(f: F) -> impl Stream<Item = T> + Send + 'static
+where
+    T: Send + 'static,
+    F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(f(tx));
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}

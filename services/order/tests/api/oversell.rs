@@ -1,0 +1,58 @@
+//! 200 customers race for 50 units: exactly 50 orders win, nothing oversells.
+
+use std::time::Instant;
+
+use emporium_testkit::{TestDb, backend_tests, bearer};
+
+use crate::{pb, reason, stack, status};
+
+backend_tests!(two_hundred_orders_for_fifty_units);
+
+async fn two_hundred_orders_for_fifty_units(db: TestDb) {
+    let s = stack(db).await;
+    s.product("HOT-1", 500, 50).await;
+    let started = Instant::now();
+    let mut calls = Vec::new();
+    for i in 0..200 {
+        let mut client = s.orders().await;
+        let token = s.customer_token.clone();
+        calls.push(tokio::spawn(async move {
+            client
+                .create_order(bearer(
+                    pb::CreateOrderRequest {
+                        user_id: String::new(),
+                        items: vec![pb::CreateOrderItem {
+                            sku: "HOT-1".into(),
+                            quantity: 1,
+                        }],
+                        payment_method: "pm_card_ok".into(),
+                        idempotency_key: format!("rush-{i}"),
+                    },
+                    &token,
+                ))
+                .await
+                .map(|r| r.into_inner().order.unwrap())
+        }));
+    }
+    let (mut confirmed, mut out_of_stock) = (0, 0);
+    for c in calls {
+        let o = c.await.unwrap().expect("every call answers");
+        match status(&o) {
+            pb::OrderStatus::Confirmed => confirmed += 1,
+            pb::OrderStatus::Cancelled => {
+                assert_eq!(reason(&o), pb::CancelReason::OutOfStock, "{o:?}");
+                out_of_stock += 1;
+            }
+            other => panic!("order still {other:?}: {o:?}"),
+        }
+    }
+    let elapsed = started.elapsed();
+    eprintln!(
+        "oversell: 200 concurrent orders settled in {elapsed:?} on {}",
+        s.db.backend()
+    );
+    assert_eq!((confirmed, out_of_stock), (50, 150));
+    assert_eq!(s.stock("HOT-1").await, (0, 0));
+    let t = s.settle_and_check().await;
+    assert_eq!((t.confirmed, t.cancelled), (50, 150));
+}

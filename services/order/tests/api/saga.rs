@@ -1,0 +1,515 @@
+//! The saga's paths: success, every business failure with its compensation, a
+//! peer down, idempotent replays, and cancelling a confirmed order.
+
+use emporium_common::{
+    auth::Role,
+    rpc::{Code, StatusExt as _},
+};
+use emporium_proto::{payment::v1 as pay, user::v1 as usr};
+use emporium_testkit::{TestDb, backend_tests, bearer, tokens};
+use prost::Message as _;
+use uuid::Uuid;
+
+use crate::{assert_code, pb, reason, stack, status};
+
+backend_tests!(
+    an_order_is_confirmed_with_inventory_prices,
+    unknown_and_inactive_users_cancel_the_order,
+    stock_shortage_cancels_without_reserving_anything,
+    a_declined_card_releases_the_stock,
+    payment_service_down_is_compensated,
+    replaying_create_order_returns_the_same_order_and_charges_once,
+    concurrent_replays_create_one_order,
+    a_reused_key_with_another_request_is_refused,
+    a_confirmed_order_can_be_cancelled_by_its_owner,
+    requests_are_validated_field_by_field,
+    orders_are_private_and_paged,
+);
+
+async fn an_order_is_confirmed_with_inventory_prices(db: TestDb) {
+    let s = stack(db).await;
+    s.product("MUG-1", 1_250, 10).await;
+    s.product("TEE-1", 1_999, 5).await;
+    let o = s
+        .place(&[("MUG-1", 2), ("TEE-1", 1)], "pm_card_ok", "k1")
+        .await
+        .unwrap();
+    assert_eq!(status(&o), pb::OrderStatus::Confirmed, "{o:?}");
+    assert_eq!(o.user_id, s.customer.to_string());
+    let total = o.total.clone().unwrap();
+    assert_eq!(
+        (total.units, total.currency_code.as_str()),
+        (2 * 1_250 + 1_999, "EUR")
+    );
+    assert_eq!(o.items[0].unit_price.as_ref().unwrap().units, 1_250);
+    assert_eq!(o.items[0].line_total.as_ref().unwrap().units, 2_500);
+    assert_eq!(o.items[1].name, "Product TEE-1");
+    assert!(!o.payment_id.is_empty());
+    assert_eq!(s.stock("MUG-1").await, (8, 0));
+    assert_eq!(s.stock("TEE-1").await, (4, 0));
+    let t = s.settle_and_check().await;
+    assert_eq!((t.confirmed, t.cancelled), (1, 0));
+}
+
+async fn unknown_and_inactive_users_cancel_the_order(db: TestDb) {
+    let s = stack(db).await;
+    s.product("MUG-1", 1_000, 10).await;
+    // A valid token for a user the user service has never heard of.
+    let ghost = tokens()
+        .issue(Uuid::now_v7(), &[Role::Customer])
+        .unwrap()
+        .token;
+    let req = |key: &str| pb::CreateOrderRequest {
+        user_id: String::new(),
+        items: vec![pb::CreateOrderItem {
+            sku: "MUG-1".into(),
+            quantity: 1,
+        }],
+        payment_method: "pm_card_ok".into(),
+        idempotency_key: key.into(),
+    };
+    let o = s
+        .orders()
+        .await
+        .create_order(bearer(req("ghost"), &ghost))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(
+        (status(&o), reason(&o)),
+        (pb::OrderStatus::Cancelled, pb::CancelReason::UserNotFound)
+    );
+
+    // An admin deactivates the customer; their next order is refused the same way.
+    let mut users = usr::user_service_client::UserServiceClient::new(s.user.channel().await);
+    users
+        .update_user(bearer(
+            usr::UpdateUserRequest {
+                user_id: s.customer.to_string(),
+                active: Some(false),
+                ..Default::default()
+            },
+            &s.admin,
+        ))
+        .await
+        .unwrap();
+    let o = s
+        .orders()
+        .await
+        .create_order(bearer(req("inactive"), &s.customer_token))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(
+        (status(&o), reason(&o)),
+        (pb::OrderStatus::Cancelled, pb::CancelReason::UserInactive)
+    );
+    assert_eq!(s.stock("MUG-1").await, (10, 0));
+    s.settle_and_check().await;
+}
+
+async fn stock_shortage_cancels_without_reserving_anything(db: TestDb) {
+    let s = stack(db).await;
+    s.product("MUG-1", 1_000, 10).await;
+    s.product("TEE-1", 2_000, 1).await;
+    // All or nothing: MUG-1 is available, TEE-1 is not.
+    let o = s
+        .place(&[("MUG-1", 3), ("TEE-1", 2)], "pm_card_ok", "short")
+        .await
+        .unwrap();
+    assert_eq!(
+        (status(&o), reason(&o)),
+        (pb::OrderStatus::Cancelled, pb::CancelReason::OutOfStock)
+    );
+    assert!(o.cancel_detail.contains("TEE-1"), "{}", o.cancel_detail);
+    assert_eq!(s.stock("MUG-1").await, (10, 0));
+    assert_eq!(s.stock("TEE-1").await, (1, 0));
+    let o = s
+        .place(&[("NOPE-1", 1)], "pm_card_ok", "unknown")
+        .await
+        .unwrap();
+    assert_eq!(reason(&o), pb::CancelReason::ProductNotFound);
+    let t = s.settle_and_check().await;
+    assert_eq!((t.confirmed, t.cancelled), (0, 2));
+}
+
+async fn a_declined_card_releases_the_stock(db: TestDb) {
+    let s = stack(db).await;
+    s.product("MUG-1", 1_000, 10).await;
+    for (method, expected) in [
+        ("pm_card_declined", pb::CancelReason::PaymentDeclined),
+        (
+            "pm_card_insufficient_funds",
+            pb::CancelReason::PaymentDeclined,
+        ),
+        ("pm_card_bogus", pb::CancelReason::PaymentMethodInvalid),
+    ] {
+        let o = s.place(&[("MUG-1", 4)], method, method).await.unwrap();
+        assert_eq!(
+            (status(&o), reason(&o)),
+            (pb::OrderStatus::Cancelled, expected),
+            "{method}"
+        );
+        assert!(o.payment_id.is_empty());
+        assert_eq!(s.stock("MUG-1").await, (10, 0), "{method}");
+    }
+    let t = s.settle_and_check().await;
+    assert_eq!(t.cancelled, 3);
+}
+
+async fn payment_service_down_is_compensated(db: TestDb) {
+    let mut s = stack(db).await;
+    s.product("MUG-1", 1_000, 10).await;
+    s.payment.as_mut().unwrap().stop().await.unwrap();
+    let started = std::time::Instant::now();
+    let o = s
+        .place(&[("MUG-1", 2)], "pm_card_ok", "down")
+        .await
+        .unwrap();
+    assert_eq!(
+        (status(&o), reason(&o)),
+        (pb::OrderStatus::Cancelled, pb::CancelReason::PaymentFailed),
+        "{o:?}"
+    );
+    // Retried within the saga's budget (1.5 s in tests), then compensated.
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(1_000),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(s.stock("MUG-1").await, (10, 0));
+    s.settle_and_check().await;
+}
+
+async fn replaying_create_order_returns_the_same_order_and_charges_once(db: TestDb) {
+    let s = stack(db).await;
+    s.product("MUG-1", 1_000, 10).await;
+    let first = s
+        .place(&[("MUG-1", 1)], "pm_card_ok", "same")
+        .await
+        .unwrap();
+    let again = s
+        .place(&[("MUG-1", 1)], "pm_card_ok", "same")
+        .await
+        .unwrap();
+    assert_eq!(
+        first.encode_to_vec(),
+        again.encode_to_vec(),
+        "identical responses"
+    );
+    assert_eq!(status(&first), pb::OrderStatus::Confirmed);
+    assert_eq!(s.stock("MUG-1").await, (9, 0));
+    // Exactly one payment exists for the order.
+    let mut payments = pay::payment_service_client::PaymentServiceClient::new(
+        s.payment.as_ref().unwrap().channel().await,
+    );
+    let list = payments
+        .list_payments(bearer(
+            pay::ListPaymentsRequest {
+                order_id: first.id.clone(),
+                ..Default::default()
+            },
+            &s.admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.payments.len(), 1);
+    let t = s.settle_and_check().await;
+    assert_eq!(t.confirmed, 1);
+}
+
+async fn concurrent_replays_create_one_order(db: TestDb) {
+    let s = stack(db).await;
+    s.product("MUG-1", 1_000, 10).await;
+    let mut calls = Vec::new();
+    for _ in 0..10 {
+        let mut client = s.orders().await;
+        let token = s.customer_token.clone();
+        calls.push(tokio::spawn(async move {
+            client
+                .create_order(bearer(
+                    pb::CreateOrderRequest {
+                        user_id: String::new(),
+                        items: vec![pb::CreateOrderItem {
+                            sku: "MUG-1".into(),
+                            quantity: 1,
+                        }],
+                        payment_method: "pm_card_ok".into(),
+                        idempotency_key: "racy".into(),
+                    },
+                    &token,
+                ))
+                .await
+        }));
+    }
+    let mut ids = std::collections::HashSet::new();
+    for c in calls {
+        match c.await.unwrap() {
+            Ok(r) => {
+                ids.insert(r.into_inner().order.unwrap().id);
+            }
+            // The only acceptable failure: "in progress, retry".
+            Err(e) => assert_eq!(e.code(), Code::Aborted, "{e:?}"),
+        }
+    }
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let t = s.settle_and_check().await;
+    assert_eq!(t.confirmed, 1);
+    assert_eq!(s.stock("MUG-1").await, (9, 0));
+}
+
+async fn a_reused_key_with_another_request_is_refused(db: TestDb) {
+    let s = stack(db).await;
+    s.product("MUG-1", 1_000, 10).await;
+    s.place(&[("MUG-1", 1)], "pm_card_ok", "reuse")
+        .await
+        .unwrap();
+    let e = assert_code(
+        s.place(&[("MUG-1", 2)], "pm_card_ok", "reuse").await,
+        Code::InvalidArgument,
+    );
+    let fields: Vec<_> = e
+        .get_details_bad_request()
+        .unwrap()
+        .field_violations
+        .into_iter()
+        .map(|v| v.field)
+        .collect();
+    assert_eq!(fields, ["idempotency_key"]);
+    assert_eq!(s.stock("MUG-1").await, (9, 0));
+    s.settle_and_check().await;
+}
+
+async fn a_confirmed_order_can_be_cancelled_by_its_owner(db: TestDb) {
+    let s = stack(db).await;
+    s.product("MUG-1", 1_000, 10).await;
+    let o = s.place(&[("MUG-1", 3)], "pm_card_ok", "c1").await.unwrap();
+    assert_eq!(s.stock("MUG-1").await, (7, 0));
+
+    // Another customer may not.
+    let other = tokens()
+        .issue(Uuid::now_v7(), &[Role::Customer])
+        .unwrap()
+        .token;
+    let cancel = |token: &str| {
+        bearer(
+            pb::CancelOrderRequest {
+                order_id: o.id.clone(),
+                reason: "changed my mind".into(),
+            },
+            token,
+        )
+    };
+    assert_code(
+        s.orders().await.cancel_order(cancel(&other)).await,
+        Code::PermissionDenied,
+    );
+
+    let c = s
+        .orders()
+        .await
+        .cancel_order(cancel(&s.customer_token))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(
+        (status(&c), reason(&c)),
+        (
+            pb::OrderStatus::Cancelled,
+            pb::CancelReason::CustomerRequested
+        )
+    );
+    assert_eq!(c.cancel_detail, "changed my mind");
+    assert_eq!(s.stock("MUG-1").await, (10, 0), "the goods are back");
+    // Cancelling again changes nothing.
+    let again = s
+        .orders()
+        .await
+        .cancel_order(cancel(&s.customer_token))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(again.update_time, c.update_time);
+    let t = s.settle_and_check().await;
+    assert_eq!((t.confirmed, t.cancelled), (0, 1));
+}
+
+async fn requests_are_validated_field_by_field(db: TestDb) {
+    let s = stack(db).await;
+    let fields = |e: emporium_common::rpc::Status| -> Vec<String> {
+        e.get_details_bad_request()
+            .unwrap()
+            .field_violations
+            .into_iter()
+            .map(|v| v.field)
+            .collect()
+    };
+    let e = assert_code(s.place(&[], "", "").await, Code::InvalidArgument);
+    assert_eq!(fields(e), ["items", "payment_method", "idempotency_key"]);
+    let e = assert_code(
+        s.place(
+            &[("MUG-1", 0), ("bad sku", 1), ("MUG-1", 10_001)],
+            "pm_card_ok",
+            "k",
+        )
+        .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(
+        fields(e),
+        [
+            "items[0].quantity",
+            "items[1].sku",
+            "items[2].quantity",
+            "items[2].sku"
+        ]
+    );
+    // An order with 10,000 lines is refused cleanly, naming the list.
+    let many: Vec<(String, i64)> = (0..10_000).map(|i| (format!("SKU-{i}"), 1)).collect();
+    let many: Vec<(&str, i64)> = many.iter().map(|(s, q)| (s.as_str(), *q)).collect();
+    let e = assert_code(
+        s.place(&many, "pm_card_ok", "many").await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(fields(e), ["items"]);
+    // A customer cannot order for someone else.
+    let e = s
+        .orders()
+        .await
+        .create_order(bearer(
+            pb::CreateOrderRequest {
+                user_id: Uuid::now_v7().to_string(),
+                items: vec![pb::CreateOrderItem {
+                    sku: "MUG-1".into(),
+                    quantity: 1,
+                }],
+                payment_method: "pm_card_ok".into(),
+                idempotency_key: "other".into(),
+            },
+            &s.customer_token,
+        ))
+        .await;
+    assert_code(e, Code::PermissionDenied);
+    for bad in ["", "not-a-uuid"] {
+        assert_code(
+            s.orders()
+                .await
+                .get_order(bearer(
+                    pb::GetOrderRequest {
+                        order_id: bad.into(),
+                    },
+                    &s.customer_token,
+                ))
+                .await,
+            Code::InvalidArgument,
+        );
+    }
+    assert_code(
+        s.orders()
+            .await
+            .get_order(bearer(
+                pb::GetOrderRequest {
+                    order_id: Uuid::now_v7().to_string(),
+                },
+                &s.customer_token,
+            ))
+            .await,
+        Code::NotFound,
+    );
+}
+
+async fn orders_are_private_and_paged(db: TestDb) {
+    let s = stack(db).await;
+    s.product("MUG-1", 1_000, 100).await;
+    let mut placed = Vec::new();
+    for i in 0..5 {
+        placed.push(
+            s.place(&[("MUG-1", 1)], "pm_card_ok", &format!("p{i}"))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let mut client = s.orders().await;
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_orders(bearer(
+                pb::ListOrdersRequest {
+                    page_size: 2,
+                    page_token: token.clone(),
+                    ..Default::default()
+                },
+                &s.customer_token,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        seen.extend(page.orders.into_iter().map(|o| o.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    placed.reverse();
+    assert_eq!(seen, placed, "newest first, each once");
+
+    // Another customer sees none of them and cannot read one.
+    let other = tokens()
+        .issue(Uuid::now_v7(), &[Role::Customer])
+        .unwrap()
+        .token;
+    let page = client
+        .list_orders(bearer(pb::ListOrdersRequest::default(), &other))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(page.orders.is_empty());
+    assert_code(
+        client
+            .get_order(bearer(
+                pb::GetOrderRequest {
+                    order_id: placed[0].clone(),
+                },
+                &other,
+            ))
+            .await,
+        Code::PermissionDenied,
+    );
+    assert_code(
+        client
+            .list_orders(bearer(
+                pb::ListOrdersRequest {
+                    user_id: s.customer.to_string(),
+                    ..Default::default()
+                },
+                &other,
+            ))
+            .await,
+        Code::PermissionDenied,
+    );
+    // Admins filter by status.
+    let confirmed = client
+        .list_orders(bearer(
+            pb::ListOrdersRequest {
+                status: pb::OrderStatus::Confirmed as i32,
+                ..Default::default()
+            },
+            &s.admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(confirmed.orders.len(), 5);
+    s.settle_and_check().await;
+}

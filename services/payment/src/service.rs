@@ -1,0 +1,404 @@
+//! The payment service's rules: who may do what, how a key makes a retry a
+//! replay, and in which order things happen around the processor. Knows nothing
+//! of gRPC; talks to the database only through [`Store`].
+//!
+//! A charge claims its idempotency key (a row whose unique index is the lock)
+//! before it calls the processor, and records the decision and the key's result
+//! in one transaction. Whoever comes with the same key meanwhile gets ABORTED;
+//! whoever comes later gets the recorded outcome. A claim whose holder died is
+//! taken over once its lease has run out.
+
+use std::{sync::Arc, time::Duration};
+
+use emporium_common::{auth::Caller, error::Violations, time::now_micros};
+use uuid::Uuid;
+
+use crate::{
+    domain::{NewCharge, NewRefund, Payment, PaymentId, PaymentStatus, Refund, RefundId, UserId},
+    error::Error,
+    processor::{ChargeAttempt, Decision, Processor},
+    store::{
+        KeyRecord, ListFilter, Operation, Recorded, RefundState, RefundUnits, RefundWrite,
+        RefundWritten, Store,
+    },
+};
+
+/// Default and maximum page sizes of ListPayments (documented in the proto).
+pub const PAGE_DEFAULT: u32 = 50;
+/// See [`PAGE_DEFAULT`].
+pub const PAGE_MAX: u32 = 500;
+
+const KEY_RUNNING: &str = "a charge with this idempotency key is still running, retry";
+const ORDER_RUNNING: &str = "another charge for this order is still running, retry";
+const REFUND_RACED: &str = "another refund changed this payment meanwhile, retry";
+
+/// One page of payments and the cursor after its last item, if more may follow.
+#[derive(Debug)]
+pub struct Page {
+    /// The payments, newest first.
+    pub payments: Vec<Payment>,
+    /// `(created_at, id)` of the last payment, when there is a next page.
+    pub next: Option<(i64, String)>,
+}
+
+/// The payment service's operations.
+#[derive(Debug, Clone)]
+pub struct Payments {
+    store: Store,
+    processor: Arc<dyn Processor>,
+    lease_micros: i64,
+}
+
+/// What claiming a charge key found.
+enum Claimed {
+    /// This call holds the key and must decide.
+    Won,
+    /// The key already produced this payment.
+    Finished(PaymentId),
+}
+
+impl Payments {
+    /// The service over a migrated store, charging through `processor`. A charge
+    /// claim older than `claim_lease` is presumed dead and may be taken over.
+    pub fn new(store: Store, processor: Arc<dyn Processor>, claim_lease: Duration) -> Self {
+        Self {
+            store,
+            processor,
+            lease_micros: i64::try_from(claim_lease.as_micros()).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// The store, for readiness checks.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Charges and captures at once; idempotent by key. A decline is recorded
+    /// and returned as [`Error::Declined`], on the first call and every replay.
+    pub async fn charge(&self, caller: &Caller, charge: NewCharge) -> Result<Payment, Error> {
+        // Security issue: Charge will be restricted to the order service's identity here.
+        if !caller.may_act_for(charge.user_id.0) {
+            return Err(Error::PermissionDenied(
+                "customers may charge only for themselves",
+            ));
+        }
+        // The work runs to its end even if the caller goes away (deadline,
+        // disconnect): dropped half-way, it would leave its claim blocking the key
+        // until the lease runs out.
+        let this = self.clone();
+        tokio::spawn(async move { this.run_charge(charge).await })
+            .await
+            .map_err(|e| Error::Internal(format!("charge task failed: {e}")))?
+    }
+
+    async fn run_charge(&self, c: NewCharge) -> Result<Payment, Error> {
+        let fingerprint = c.fingerprint();
+        let token = Uuid::now_v7().to_string();
+        if let Claimed::Finished(id) = self.claim(&c, &fingerprint, &token).await? {
+            return self.replay_charge(id).await;
+        }
+        if let Some(paid) = self.store.successful_payment(c.order_id).await? {
+            self.store.release(&c.idempotency_key, &token).await?;
+            return Err(Error::AlreadyPaid(paid));
+        }
+        let attempt = ChargeAttempt {
+            payment_method: c.payment_method,
+            amount: &c.amount,
+            idempotency_key: &c.idempotency_key,
+        };
+        let decision = match self.processor.charge(attempt).await {
+            Ok(decision) => decision,
+            Err(e) => {
+                // Nothing happened: give the key back so a retry reaches the
+                // processor again.
+                tracing::warn!(order_id = %c.order_id, error = %e, "charge not decided");
+                self.store.release(&c.idempotency_key, &token).await?;
+                return Err(Error::ProcessorUnavailable);
+            }
+        };
+        let (status, decline_reason) = match decision {
+            Decision::Approved => (PaymentStatus::Captured, None),
+            Decision::Declined(reason) => (PaymentStatus::Declined, Some(reason)),
+        };
+        let now = now_micros();
+        let payment = Payment {
+            id: PaymentId::generate(),
+            order_id: c.order_id,
+            user_id: c.user_id,
+            amount: c.amount.clone(),
+            amount_refunded: 0,
+            status,
+            decline_reason,
+            payment_method: c.payment_method,
+            refunds: Vec::new(),
+            created_at: now,
+            updated_at: now,
+        };
+        match self
+            .store
+            .record_charge(&payment, &c.idempotency_key, &token)
+            .await?
+        {
+            Recorded::Done => {}
+            Recorded::OrderAlreadyPaid => {
+                self.store.release(&c.idempotency_key, &token).await?;
+                let paid = self
+                    .store
+                    .successful_payment(c.order_id)
+                    .await?
+                    .ok_or_else(|| {
+                        Error::Internal("paid order has no successful payment".into())
+                    })?;
+                return Err(Error::AlreadyPaid(paid));
+            }
+            Recorded::ClaimLost => return Err(Error::Aborted(KEY_RUNNING)),
+        }
+        tracing::info!(
+            payment_id = %payment.id,
+            order_id = %payment.order_id,
+            status = payment.status.as_str(),
+            "charge decided"
+        );
+        charge_outcome(payment)
+    }
+
+    /// Takes the key for this call, or finds what it already produced.
+    async fn claim(&self, c: &NewCharge, fingerprint: &str, token: &str) -> Result<Claimed, Error> {
+        let key = &c.idempotency_key;
+        // A second round only when a dead holder's claim was cleared or changed hands.
+        for _ in 0..2 {
+            let now = now_micros();
+            if self
+                .store
+                .claim_charge(key, fingerprint, c.order_id, token, now)
+                .await?
+            {
+                return Ok(Claimed::Won);
+            }
+            let stale_before = now.saturating_sub(self.lease_micros);
+            match self.store.key(Operation::Charge, key).await? {
+                Some(k) if k.fingerprint != fingerprint => return Err(key_reused()),
+                Some(KeyRecord {
+                    result_id: Some(id),
+                    ..
+                }) => {
+                    let id = PaymentId::parse(&id)
+                        .map_err(|_| Error::Internal(format!("stored result {id:?} is invalid")))?;
+                    return Ok(Claimed::Finished(id));
+                }
+                Some(k) if k.claimed_at < stale_before => {
+                    if self
+                        .store
+                        .take_over(key, &k.claim_token, token, now)
+                        .await?
+                    {
+                        tracing::warn!(order_id = %c.order_id, "took over an abandoned charge claim");
+                        return Ok(Claimed::Won);
+                    }
+                }
+                Some(_) => return Err(Error::Aborted(KEY_RUNNING)),
+                // Not this key: another key's charge for the order holds the lock.
+                None => {
+                    if self
+                        .store
+                        .release_stale_claims(c.order_id, stale_before)
+                        .await?
+                        == 0
+                    {
+                        return Err(Error::Aborted(ORDER_RUNNING));
+                    }
+                    tracing::warn!(order_id = %c.order_id, "cleared an abandoned charge claim");
+                }
+            }
+        }
+        Err(Error::Aborted(ORDER_RUNNING))
+    }
+
+    async fn replay_charge(&self, id: PaymentId) -> Result<Payment, Error> {
+        let payment = self
+            .store
+            .payment(id)
+            .await?
+            .ok_or_else(|| Error::Internal(format!("key result {id} has no payment")))?;
+        charge_outcome(payment.as_charged())
+    }
+
+    /// Gives back part or all of a captured payment; idempotent by key. Returns
+    /// the payment right after the refund, and the refund.
+    pub async fn refund(&self, caller: &Caller, r: NewRefund) -> Result<(Payment, Refund), Error> {
+        // Security issue: Refund will be restricted to the order service's identity here.
+        let payment = self.visible(caller, r.payment_id).await?;
+        let units = match &r.amount {
+            Some(m) if m.currency() != payment.amount.currency() => {
+                return Err(Error::InvalidArgument(Violations::one(
+                    "amount.currency_code",
+                    format!(
+                        "must be the payment's currency {}",
+                        payment.amount.currency()
+                    ),
+                )));
+            }
+            Some(m) => RefundUnits::Exact(m.units()),
+            None => RefundUnits::Rest,
+        };
+        let fingerprint = r.fingerprint();
+        let written = self
+            .store
+            .refund(&RefundWrite {
+                payment_id: r.payment_id,
+                refund_id: RefundId::generate(),
+                units,
+                reason: r.reason.as_str(),
+                key: &r.idempotency_key,
+                fingerprint: &fingerprint,
+                now: now_micros(),
+            })
+            .await?;
+        let seq = match written {
+            RefundWritten::Done { seq } => {
+                tracing::info!(payment_id = %r.payment_id, seq, "refund made");
+                seq
+            }
+            RefundWritten::KeyTaken => self.refund_of_key(&r, &fingerprint).await?,
+            RefundWritten::NoPayment => return Err(Error::NotFound),
+            RefundWritten::Refused(state) => return Err(refusal(r.payment_id, units, state)),
+        };
+        let payment =
+            self.store.payment(r.payment_id).await?.ok_or_else(|| {
+                Error::Internal(format!("refunded payment {} is gone", r.payment_id))
+            })?;
+        let snapshot = payment
+            .as_of_refund(seq)
+            .ok_or_else(|| Error::Internal(format!("refund {seq} of {} is gone", payment.id)))?;
+        let refund = snapshot
+            .refunds
+            .last()
+            .cloned()
+            .ok_or_else(|| Error::Internal("snapshot without its refund".into()))?;
+        Ok((snapshot, refund))
+    }
+
+    /// The seq of the refund a taken key produced, if the request is the same.
+    async fn refund_of_key(&self, r: &NewRefund, fingerprint: &str) -> Result<i64, Error> {
+        let k = self
+            .store
+            .key(Operation::Refund, &r.idempotency_key)
+            .await?
+            .ok_or_else(|| Error::Internal("taken refund key is missing".into()))?;
+        if k.fingerprint != fingerprint {
+            return Err(key_reused());
+        }
+        let id = k
+            .result_id
+            .as_deref()
+            .and_then(|id| RefundId::parse(id).ok())
+            .ok_or_else(|| {
+                Error::Internal(format!("refund key result {:?} is invalid", k.result_id))
+            })?;
+        let (payment_id, seq) = self
+            .store
+            .refund_seq(id)
+            .await?
+            .ok_or_else(|| Error::Internal(format!("key result {id} has no refund")))?;
+        if payment_id != r.payment_id {
+            return Err(Error::Internal(format!(
+                "refund {id} is not of {}",
+                r.payment_id
+            )));
+        }
+        Ok(seq)
+    }
+
+    /// One payment: the owner's, or anyone's for an admin.
+    pub async fn get(&self, caller: &Caller, id: PaymentId) -> Result<Payment, Error> {
+        self.visible(caller, id).await
+    }
+
+    /// A payment the caller may see. A customer gets PERMISSION_DENIED for an id
+    /// that is not theirs whether or not it exists, so the answer reveals nothing.
+    async fn visible(&self, caller: &Caller, id: PaymentId) -> Result<Payment, Error> {
+        match self.store.payment(id).await? {
+            Some(p) if caller.may_act_for(p.user_id.0) => Ok(p),
+            None if caller.is_admin() => Err(Error::NotFound),
+            _ => Err(Error::PermissionDenied(
+                "customers may see only their own payments",
+            )),
+        }
+    }
+
+    /// One page of payments, newest first. Customers see only their own.
+    pub async fn list(
+        &self,
+        caller: &Caller,
+        filter: ListFilter,
+        before: Option<(i64, String)>,
+        size: u32,
+    ) -> Result<Page, Error> {
+        let filter = if caller.is_admin() {
+            filter
+        } else {
+            match filter.user_id {
+                Some(u) if u.0 != caller.user_id => {
+                    return Err(Error::PermissionDenied(
+                        "customers may list only their own payments",
+                    ));
+                }
+                _ => ListFilter {
+                    user_id: Some(UserId(caller.user_id)),
+                    ..filter
+                },
+            }
+        };
+        // One extra row tells whether a next page exists without a COUNT.
+        let mut payments = self.store.list(filter, before, size + 1).await?;
+        let next = if payments.len() > size as usize {
+            payments.truncate(size as usize);
+            payments.last().map(|p| (p.created_at, p.id.to_string()))
+        } else {
+            None
+        };
+        Ok(Page { payments, next })
+    }
+}
+
+fn key_reused() -> Error {
+    Error::InvalidArgument(Violations::one(
+        "idempotency_key",
+        "was already used with a different request",
+    ))
+}
+
+fn charge_outcome(payment: Payment) -> Result<Payment, Error> {
+    match payment.decline_reason {
+        Some(reason) => Err(Error::Declined {
+            payment_id: payment.id,
+            reason,
+        }),
+        None => Ok(payment),
+    }
+}
+
+/// Why a refund matched nothing, from the payment as read right after.
+fn refusal(payment_id: PaymentId, units: RefundUnits, state: RefundState) -> Error {
+    let left = state.amount - state.amount_refunded;
+    let not_refundable = |kind, description: String| Error::NotRefundable {
+        payment_id,
+        kind,
+        description,
+    };
+    match (state.status, units) {
+        (PaymentStatus::Declined, _) => not_refundable(
+            "STATUS",
+            "the payment was declined, nothing was charged".into(),
+        ),
+        (PaymentStatus::Refunded, _) => {
+            not_refundable("STATUS", "the payment is already fully refunded".into())
+        }
+        (_, RefundUnits::Exact(units)) if units > left => not_refundable(
+            "AMOUNT",
+            format!("requested {units}, only {left} is left to refund"),
+        ),
+        // The state allows it now: a concurrent refund moved it in between.
+        _ => Error::Aborted(REFUND_RACED),
+    }
+}
