@@ -65,6 +65,15 @@ impl Caller {
     }
 }
 
+/// The verified caller of a request; UNAUTHENTICATED when the auth layer put
+/// none there (it always does for methods that are not public).
+pub fn caller<T>(req: &tonic::Request<T>) -> Result<Caller, tonic::Status> {
+    req.extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| tonic::Status::unauthenticated("missing access token"))
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     sub: String,

@@ -9,10 +9,12 @@
 //! Services reach tonic through [`rpc`], so the gRPC library stays pinned here.
 //!
 //! Reading order: [`config`] → [`telemetry`] → [`server`] (and the [`layers`] it
-//! stacks) → [`auth`] → [`error`] → [`db`] → [`client`]; [`paging`] and [`time`]
+//! stacks) → [`auth`] → [`error`] → [`db`] → [`client`] → [`binary`] (the
+//! shared `main`); [`paging`] and [`time`]
 //! are small helpers for the transport layer.
 
 pub mod auth;
+pub mod binary;
 pub mod client;
 pub mod config;
 pub mod db;

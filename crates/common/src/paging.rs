@@ -37,6 +37,28 @@ pub fn decode_token(listing: &str, token: &str) -> Result<Option<String>, &'stat
     }
 }
 
+/// Encodes a `(time µs, id)` keyset position — the sort key of the last item
+/// served by a listing ordered by creation time, ties broken by id.
+pub fn encode_time_cursor(listing: &str, (time, id): &(i64, String)) -> String {
+    encode_token(listing, &format!("{time}/{id}"))
+}
+
+/// Decodes a token from [`encode_time_cursor`]; empty means the first page.
+pub fn decode_time_cursor(
+    listing: &str,
+    token: &str,
+) -> Result<Option<(i64, String)>, &'static str> {
+    let Some(cursor) = decode_token(listing, token)? else {
+        return Ok(None);
+    };
+    cursor
+        .split_once('/')
+        .and_then(|(t, id)| Some((t.parse::<i64>().ok()?, id.to_owned())))
+        .filter(|(_, id)| !id.is_empty())
+        .map(Some)
+        .ok_or("is not a token issued by this listing")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,5 +79,15 @@ mod tests {
         assert!(decode_token("orders", &t).is_err());
         assert!(decode_token("users", "%%%").is_err());
         assert!(decode_token("users", &encode_token("users", "")).is_err());
+    }
+
+    #[test]
+    fn time_cursors_round_trip() {
+        let c = (1_700_000_000_000_000, "0190-id".to_owned());
+        let t = encode_time_cursor("orders", &c);
+        assert_eq!(decode_time_cursor("orders", &t), Ok(Some(c)));
+        assert_eq!(decode_time_cursor("orders", ""), Ok(None));
+        assert!(decode_time_cursor("orders", &encode_token("orders", "garbage")).is_err());
+        assert!(decode_time_cursor("orders", &encode_token("orders", "12/")).is_err());
     }
 }

@@ -55,6 +55,15 @@ impl Validate for Config {
     }
 }
 
+impl emporium_common::binary::ServiceConfig for Config {
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
+    }
+    fn auth(&self) -> &AuthConfig {
+        &self.auth
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

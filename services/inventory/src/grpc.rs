@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use emporium_common::{
-    auth::Caller,
+    auth::caller,
     error::{Violations, to_rpc_status},
     paging,
     rpc::{Request, Response, RpcResult, Status, Streaming, async_trait},
@@ -48,13 +48,6 @@ impl InventoryApi {
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes)
     }
-}
-
-fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
-    req.extensions()
-        .get::<Caller>()
-        .cloned()
-        .ok_or_else(|| Status::unauthenticated("missing access token"))
 }
 
 fn order_id(raw: &str) -> Result<OrderId, Error> {

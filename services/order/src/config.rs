@@ -130,3 +130,12 @@ impl Validate for Config {
         Ok(())
     }
 }
+
+impl emporium_common::binary::ServiceConfig for Config {
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
+    }
+    fn auth(&self) -> &AuthConfig {
+        &self.auth
+    }
+}

@@ -5,7 +5,7 @@
 use std::{collections::HashSet, pin::Pin, time::Instant};
 
 use emporium_common::{
-    auth::Caller,
+    auth::{Caller, caller},
     error::Violations,
     layers::Deadline,
     paging,
@@ -48,13 +48,6 @@ impl OrderApi {
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes)
     }
-}
-
-fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
-    req.extensions()
-        .get::<Caller>()
-        .cloned()
-        .ok_or_else(|| Status::unauthenticated("missing access token"))
 }
 
 fn deadline<T>(req: &Request<T>) -> Instant {
@@ -240,22 +233,12 @@ impl pb::order_service_server::OrderService for OrderApi {
             "page_size",
             paging::page_size(r.page_size, PAGE_DEFAULT, PAGE_MAX),
         );
-        let cursor = v
-            .check("page_token", paging::decode_token(LISTING, &r.page_token))
+        let before = v
+            .check(
+                "page_token",
+                paging::decode_time_cursor(LISTING, &r.page_token),
+            )
             .flatten();
-        let before = match cursor {
-            None => None,
-            Some(c) => match c
-                .split_once('/')
-                .and_then(|(t, id)| Some((t.parse::<i64>().ok()?, id.to_owned())))
-            {
-                Some(b) => Some(b),
-                None => {
-                    v.add("page_token", "is not a token issued by this listing");
-                    None
-                }
-            },
-        };
         v.clone().finish().map_err(Error::InvalidArgument)?;
         let page = self
             .orders
@@ -265,7 +248,7 @@ impl pb::order_service_server::OrderService for OrderApi {
             orders: page.orders.into_iter().map(Into::into).collect(),
             next_page_token: page
                 .next
-                .map(|(t, id)| paging::encode_token(LISTING, &format!("{t}/{id}")))
+                .map(|c| paging::encode_time_cursor(LISTING, &c))
                 .unwrap_or_default(),
         }))
     }
@@ -310,7 +293,9 @@ impl pb::order_service_server::OrderService for OrderApi {
                 })?)
             }
             None => {
-                return Err(Error::InvalidArgument(Violations::one("target", "is required")).into());
+                return Err(
+                    Error::InvalidArgument(Violations::one("target", "is required")).into(),
+                );
             }
         };
         let updates = self.orders.watch(&caller, target).await?;

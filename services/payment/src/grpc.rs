@@ -4,10 +4,10 @@
 //! no rules.
 
 use emporium_common::{
-    auth::Caller,
+    auth::caller,
     error::Violations,
     paging,
-    rpc::{Request, Response, RpcResult, Status, async_trait},
+    rpc::{Request, Response, RpcResult, async_trait},
     time::timestamp_from_micros,
 };
 use emporium_proto::{common::v1 as common_pb, payment::v1 as pb};
@@ -45,13 +45,6 @@ impl PaymentApi {
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes)
     }
-}
-
-fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
-    req.extensions()
-        .get::<Caller>()
-        .cloned()
-        .ok_or_else(|| Status::unauthenticated("missing access token"))
 }
 
 /// An amount to charge or refund: `field.currency_code` and `field.units`.
@@ -244,22 +237,12 @@ impl pb::payment_service_server::PaymentService for PaymentApi {
         // The filters are part of the listing's name, so a token only pages the
         // listing that issued it.
         let listing = format!("{LISTING} user={} order={}", r.user_id, r.order_id);
-        let cursor = v
-            .check("page_token", paging::decode_token(&listing, &r.page_token))
+        let before = v
+            .check(
+                "page_token",
+                paging::decode_time_cursor(&listing, &r.page_token),
+            )
             .flatten();
-        let before = match cursor {
-            None => None,
-            Some(c) => match c
-                .split_once('/')
-                .and_then(|(t, id)| Some((t.parse::<i64>().ok()?, id.to_owned())))
-            {
-                Some(before) => Some(before),
-                None => {
-                    v.add("page_token", "is not a token issued by this listing");
-                    None
-                }
-            },
-        };
         v.finish().map_err(Error::InvalidArgument)?;
         let page = self
             .payments
@@ -274,7 +257,7 @@ impl pb::payment_service_server::PaymentService for PaymentApi {
             payments: page.payments.into_iter().map(Into::into).collect(),
             next_page_token: page
                 .next
-                .map(|(t, id)| paging::encode_token(&listing, &format!("{t}/{id}")))
+                .map(|c| paging::encode_time_cursor(&listing, &c))
                 .unwrap_or_default(),
         }))
     }

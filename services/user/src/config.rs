@@ -56,3 +56,12 @@ impl Validate for Config {
         }
     }
 }
+
+impl emporium_common::binary::ServiceConfig for Config {
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
+    }
+    fn auth(&self) -> &AuthConfig {
+        &self.auth
+    }
+}

@@ -6,7 +6,7 @@
 use std::pin::Pin;
 
 use emporium_common::{
-    auth::{Caller, Role},
+    auth::{Caller, Role, caller},
     error::{Violations, to_rpc_status},
     paging,
     rpc::{Request, Response, RpcResult, Status, Streaming, async_trait},
@@ -52,13 +52,6 @@ impl UserApi {
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes)
     }
-}
-
-fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
-    req.extensions()
-        .get::<Caller>()
-        .cloned()
-        .ok_or_else(|| Status::unauthenticated("missing access token"))
 }
 
 fn user_id(field: &str, raw: &str) -> Result<UserId, Error> {
@@ -271,22 +264,12 @@ impl pb::user_service_server::UserService for UserApi {
             "page_size",
             paging::page_size(r.page_size, PAGE_DEFAULT, PAGE_MAX),
         );
-        let cursor = v
-            .check("page_token", paging::decode_token(LISTING, &r.page_token))
+        let after = v
+            .check(
+                "page_token",
+                paging::decode_time_cursor(LISTING, &r.page_token),
+            )
             .flatten();
-        let after = match cursor {
-            None => None,
-            Some(c) => match c
-                .split_once('/')
-                .and_then(|(t, id)| Some((t.parse::<i64>().ok()?, id.to_owned())))
-            {
-                Some(after) => Some(after),
-                None => {
-                    v.add("page_token", "is not a token issued by this listing");
-                    None
-                }
-            },
-        };
         v.clone().finish().map_err(Error::InvalidArgument)?;
         let page = self
             .users
@@ -300,7 +283,7 @@ impl pb::user_service_server::UserService for UserApi {
             users: page.users.into_iter().map(Into::into).collect(),
             next_page_token: page
                 .next
-                .map(|(t, id)| paging::encode_token(LISTING, &format!("{t}/{id}")))
+                .map(|c| paging::encode_time_cursor(LISTING, &c))
                 .unwrap_or_default(),
         }))
     }
