@@ -29,19 +29,22 @@ pub(crate) struct Totals {
     pub(crate) cancelled: usize,
 }
 
-async fn open(url: &str) -> Db {
-    Db::connect(&DatabaseConfig {
+fn config(url: &str) -> DatabaseConfig {
+    DatabaseConfig {
         url: Secret::new(url),
         max_connections: 2,
         acquire_timeout_ms: 5_000,
-    })
-    .await
-    .expect("open a service database")
+    }
+}
+
+async fn open(url: &str) -> Db {
+    Db::connect(&config(url))
+        .await
+        .expect("open a service database")
 }
 
 pub(crate) async fn check_invariants(dbs: &Dbs, settle: Duration) -> Totals {
     let orders_db = open(&dbs.order).await;
-    let inventory_db = open(&dbs.inventory).await;
     let payment_db = open(&dbs.payment).await;
 
     // Sagas finish in the background (compensation may outlive the call): wait,
@@ -97,53 +100,47 @@ pub(crate) async fn check_invariants(dbs: &Dbs, settle: Duration) -> Totals {
     for (_, sku, q) in &items {
         *sold_by_orders.entry(sku.clone()).or_default() += q;
     }
-    let products: Vec<(String, i64, i64, i64, i64)> =
-        sqlx::query_as("SELECT sku, on_hand, reserved, received, sold FROM products")
-            .fetch_all(inventory_db.reader())
-            .await
-            .unwrap();
-    for (sku, on_hand, reserved, received, sold) in &products {
-        assert!(
-            *reserved >= 0 && reserved <= on_hand,
-            "{sku}: reserved {reserved} on hand {on_hand}"
-        );
+    // Each service's own invariant helper reads its own database.
+    let levels = emporium_inventory::stock_levels(&config(&dbs.inventory))
+        .await
+        .expect("read stock levels");
+    for level in &levels {
+        let sku = &level.sku;
+        assert!(level.is_balanced(), "{sku}: unbalanced stock {level:?}");
         assert_eq!(
-            *reserved, 0,
+            level.reserved, 0,
             "{sku}: stock still reserved after every order settled"
         );
         assert_eq!(
-            *received,
-            on_hand + sold,
-            "{sku}: received ≠ on hand + sold"
-        );
-        assert_eq!(
-            *sold,
+            level.sold,
             sold_by_orders.get(sku).copied().unwrap_or(0),
             "{sku}: sold ≠ units of confirmed orders"
         );
     }
 
     // Money.
-    let payments: Vec<(String, String, i64, i64)> =
-        sqlx::query_as("SELECT order_id, status, amount, amount_refunded FROM payments")
-            .fetch_all(payment_db.reader())
-            .await
-            .unwrap();
-    let mut successful: HashMap<String, usize> = HashMap::new();
+    let ledger = emporium_payment::ledger(&payment_db)
+        .await
+        .expect("read the payment ledger");
     let mut net: HashMap<String, i64> = HashMap::new();
-    for (order_id, status, amount, refunded) in &payments {
-        if status == "DECLINED" {
-            continue;
-        }
-        *successful.entry(order_id.clone()).or_default() += 1;
-        *net.entry(order_id.clone()).or_default() += amount - refunded;
+    for l in &ledger {
         assert!(
-            expected_net.contains_key(order_id),
-            "payment for an order the order service does not know: {order_id}"
+            l.holds(),
+            "payment ledger broken for order {}: {l:?}",
+            l.order_id
         );
-    }
-    for (order_id, n) in &successful {
-        assert_eq!(*n, 1, "order {order_id} has {n} successful charges");
+        assert!(
+            l.successful_charges <= 1,
+            "order {} charged {} times",
+            l.order_id,
+            l.successful_charges
+        );
+        assert!(
+            expected_net.contains_key(&l.order_id),
+            "payment for an order the order service does not know: {}",
+            l.order_id
+        );
+        *net.entry(l.order_id.clone()).or_default() += l.net();
     }
     for (order_id, expected) in &expected_net {
         assert_eq!(

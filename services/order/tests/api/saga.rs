@@ -425,6 +425,9 @@ async fn requests_are_validated_field_by_field(db: TestDb) {
             .await,
         Code::NotFound,
     );
+    // Refused requests stored nothing.
+    let t = s.settle_and_check().await;
+    assert_eq!((t.confirmed, t.cancelled), (0, 0));
 }
 
 async fn orders_are_private_and_paged(db: TestDb) {
