@@ -178,15 +178,17 @@ impl Orders {
         }
     }
 
-    /// One order: its owner's or, for an admin, anyone's.
+    /// One order: its owner's or, for an admin, anyone's. A customer gets the
+    /// same PERMISSION_DENIED for another's order and for an id that does not
+    /// exist, so the answer never reveals which ids exist (decision 0005).
     pub async fn get(&self, caller: &Caller, id: Uuid) -> Result<Order, Error> {
-        let order = self.saga.store().get(id).await?.ok_or(Error::NotFound)?;
-        if !caller.may_act_for(order.user_id) {
-            return Err(Error::PermissionDenied(
-                "customers may see only their own orders",
-            ));
+        const NOT_YOURS: Error = Error::PermissionDenied("customers may see only their own orders");
+        match self.saga.store().get(id).await? {
+            Some(order) if caller.may_act_for(order.user_id) => Ok(order),
+            Some(_) => Err(NOT_YOURS),
+            None if caller.is_admin() => Err(Error::NotFound),
+            None => Err(NOT_YOURS),
         }
-        Ok(order)
     }
 
     /// A page of orders, newest first. Customers see only their own.

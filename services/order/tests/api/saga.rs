@@ -413,15 +413,22 @@ async fn requests_are_validated_field_by_field(db: TestDb) {
             Code::InvalidArgument,
         );
     }
+    // An unknown id: a customer cannot tell it from someone else's order; an
+    // admin is told it does not exist.
+    let unknown = || pb::GetOrderRequest {
+        order_id: Uuid::now_v7().to_string(),
+    };
     assert_code(
         s.orders()
             .await
-            .get_order(bearer(
-                pb::GetOrderRequest {
-                    order_id: Uuid::now_v7().to_string(),
-                },
-                &s.customer_token,
-            ))
+            .get_order(bearer(unknown(), &s.customer_token))
+            .await,
+        Code::PermissionDenied,
+    );
+    assert_code(
+        s.orders()
+            .await
+            .get_order(bearer(unknown(), &s.admin))
             .await,
         Code::NotFound,
     );
