@@ -9,7 +9,7 @@ SERVICES := user inventory payment order
 export EMPORIUM_ADMIN_EMAIL ?= admin@emporium.local
 export EMPORIUM_ADMIN_PASSWORD ?= admin-password
 
-.PHONY: help run build test fmt lint proto-lint proto-breaking smoke demo
+.PHONY: help run build test fmt lint proto-lint proto-breaking smoke demo deny certs
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -23,6 +23,9 @@ run: build ## Run all services on localhost (gRPC 50051.., admin 9091..; SQLite 
 demo: ## Run the narrated end-to-end story against the running stack (start it first with `make run`)
 	cargo run -q -p emporium-cli -- demo
 
+certs: ## Dev CA + one mTLS certificate per service into certs/ (git-ignored, never in an image); FORCE=1 replaces them
+	cargo run -q -p emporium-cli -- dev-certs --out certs $(if $(FORCE),--force)
+
 test: ## Run the whole test suite (PostgreSQL tests need PostgreSQL installed; see README)
 	cargo test --workspace
 
@@ -32,6 +35,9 @@ fmt: ## Format the code
 lint: ## rustfmt check and clippy with warnings as errors
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+
+deny: ## cargo-deny: licenses, bans, sources, advisories (offline snapshot; installs cargo-deny)
+	tools/deny
 
 proto-lint: ## buf lint the contracts (installs buf from npm on first use)
 	tools/buf lint

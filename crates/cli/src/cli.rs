@@ -110,6 +110,8 @@ pub enum Command {
     Order(OrderCommand),
     /// Run a narrated end-to-end story against the running stack (`make run`)
     Demo(DemoArgs),
+    /// Write a development CA and a certificate per service for mutual TLS (`make certs`)
+    DevCerts(DevCertsArgs),
 }
 
 /// `emporium signup`.
@@ -259,6 +261,17 @@ pub struct DemoArgs {
         hide_env_values = true
     )]
     pub admin_password: String,
+}
+
+/// `emporium dev-certs`.
+#[derive(Debug, Args)]
+pub struct DevCertsArgs {
+    /// Directory to write ca.pem, <service>.pem and <service>-key.pem into
+    #[arg(long, default_value = "certs", value_name = "DIR")]
+    pub out: std::path::PathBuf,
+    /// Replace certificates that already exist there (all of them, with a new CA)
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// One line of an order to place: a SKU and a quantity.

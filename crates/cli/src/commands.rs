@@ -8,6 +8,7 @@ use emporium_proto::{inventory::v1 as inv, order::v1 as ord, user::v1 as usr};
 use uuid::Uuid;
 
 use crate::{
+    certs,
     cli::{
         AdjustStockArgs, Cli, Command, CreateProductArgs, LoginArgs, OrderCommand, PlaceOrderArgs,
         ProductsCommand, SignupArgs, StockCommand,
@@ -28,6 +29,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Login(args) => return login(&clients, args, cli.global.token.is_some()).await,
         Command::Logout => return logout(),
         Command::Demo(args) => return demo::run(&clients, args).await,
+        Command::DevCerts(args) => return certs::write_dev_certs(&args),
         // These act as the logged-in user.
         Command::Whoami => whoami(&clients, &token()?).await,
         Command::Products(c) => products(&clients, &token()?, c).await,

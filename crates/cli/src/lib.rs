@@ -10,7 +10,7 @@
 //! Reading order: [`cli`] (flags and subcommands) → [`session`] (endpoints,
 //! channels, the token file) → [`commands`] (one function per subcommand) →
 //! [`format`] (money, times, tables, order lines) → [`error`] (how failures are
-//! printed) → [`demo`] (the scripted story).
+//! printed) → [`demo`] (the scripted story) → [`certs`] (`dev-certs`, local only).
 
 /// Writes one line to stdout, turning a closed pipe (`emporium order list | head`)
 /// into [`error::CliError::BrokenPipe`] instead of a panic.
@@ -23,6 +23,7 @@ macro_rules! outln {
     };
 }
 
+pub mod certs;
 pub mod cli;
 pub mod commands;
 pub mod demo;

@@ -81,6 +81,7 @@ impl Clients {
                 url: url.clone(),
                 connect_timeout_ms: 3_000,
                 call_timeout_ms: u64::try_from(CALL_TIMEOUT.as_millis()).unwrap_or(u64::MAX),
+                tls: Default::default(),
             };
             let ch = channel(&peer)
                 .map_err(|e| CliError::Usage(format!("{flag} {url:?} is not a usable URL: {e}")))?;

@@ -14,6 +14,8 @@ use figment::{
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+use crate::tls::TlsConfig;
+
 /// A configuration error, printed as one line that names the setting.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -222,6 +224,16 @@ pub struct ServerConfig {
     pub max_concurrent_streams: u32,
     /// Largest request or response message, in bytes.
     pub max_message_bytes: usize,
+    /// Requests per second each caller (a user, or an address for calls without
+    /// a token) may make, refilled continuously; the excess gets
+    /// RESOURCE_EXHAUSTED with a retry delay. 0 turns the limit off. Calls from
+    /// peer services are not limited here (the order service bounds its own).
+    pub rate_limit_per_sec: u32,
+    /// How many requests a caller may make at once above that rate (bucket size).
+    pub rate_limit_burst: u32,
+    /// TLS on the gRPC port (off by default; see [`crate::tls`]).
+    #[serde(default)]
+    pub tls: TlsConfig,
 }
 
 impl ServerConfig {
@@ -236,6 +248,9 @@ impl ServerConfig {
             max_in_flight: 1_024,
             max_concurrent_streams: 256,
             max_message_bytes: 4 * 1024 * 1024,
+            rate_limit_per_sec: 50,
+            rate_limit_burst: 100,
+            tls: TlsConfig::default(),
         }
     }
 
@@ -278,13 +293,19 @@ impl Validate for ServerConfig {
                 "must be between 1024 and 67108864",
             ));
         }
+        if self.rate_limit_per_sec > 0 && self.rate_limit_burst == 0 {
+            return Err(ConfigError::invalid(
+                "server.rate_limit_burst",
+                "must be > 0 when server.rate_limit_per_sec is",
+            ));
+        }
         if self.grpc_addr == self.admin_addr && self.grpc_addr.port() != 0 {
             return Err(ConfigError::invalid(
                 "server.admin_addr",
                 "must differ from server.grpc_addr",
             ));
         }
-        Ok(())
+        self.tls.validate()
     }
 }
 
@@ -383,19 +404,61 @@ impl Validate for TelemetryConfig {
 /// The development signing secret. Services warn at start when they run with it.
 pub const DEV_JWT_SECRET: &str = "emporium-dev-secret-do-not-use-in-production";
 
+/// The development service-token key pair (Ed25519). Public on purpose: it only
+/// exists so `make run` works with nothing to set up; services warn while the
+/// private half is in use.
+pub const DEV_SERVICE_PRIVATE_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEIGztA7eE2YL5XrUXFGP9OTLhhbOfjehhcMHvismvWvt7
+-----END PRIVATE KEY-----
+";
+/// See [`DEV_SERVICE_PRIVATE_KEY`].
+pub const DEV_SERVICE_PUBLIC_KEY: &str = "-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEAnPz8wFOfn35t8IBQs6M7wRDheupuBIhHXxjJCYaz4d8=
+-----END PUBLIC KEY-----
+";
+
+/// A retired user-token key, still accepted until `accept_until` so tokens
+/// issued before a rotation keep working until they expire.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PreviousKey {
+    /// The `kid` tokens signed with it carry.
+    pub key_id: String,
+    /// The retired HMAC key.
+    pub secret: Secret,
+    /// Unix time (seconds) after which it is refused; set it to the rotation
+    /// time plus the token TTL.
+    pub accept_until: u64,
+}
+
 /// Access-token settings, the same on every service.
+///
+/// Two kinds of token: **user tokens** (HS256 with `jwt_secret`, issued by the
+/// user service's Authenticate) and **service tokens** (EdDSA, signed by the order
+/// service with `service_private_key` and verified by everyone with
+/// `service_public_key`), which the order service uses for the internal RPCs on
+/// behalf of an order's user.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuthConfig {
-    /// HMAC-SHA256 key that signs and verifies access tokens; at least 32 bytes.
+    /// HMAC-SHA256 key that signs and verifies user tokens; at least 32 bytes.
     /// Every service needs the same value. The default is for development only.
     pub jwt_secret: Secret,
-    /// Key id written into each token's header (`kid`), so keys can be rotated.
+    /// Key id written into each user token's header (`kid`).
     pub key_id: String,
+    /// Retired user-token keys still accepted for a while (key rotation), e.g.
+    /// `EMPORIUM_AUTH__PREVIOUS_KEYS='[{key_id="k1",secret="…",accept_until=1767225600}]'`.
+    pub previous_keys: Vec<PreviousKey>,
+    /// Ed25519 public key (PEM) that verifies service tokens.
+    pub service_public_key: String,
+    /// Ed25519 private key (PEM) this service signs service tokens with; only the
+    /// order service has one.
+    pub service_private_key: Option<Secret>,
+    /// Key id of service tokens.
+    pub service_key_id: String,
     /// `iss` claim written and required.
     pub issuer: String,
     /// `aud` claim written and required.
     pub audience: String,
-    /// Lifetime of an issued token, in seconds.
+    /// Lifetime of an issued user token, in seconds.
     pub token_ttl_secs: u64,
     /// Clock skew tolerated on `exp` and `nbf`, in seconds.
     pub leeway_secs: u64,
@@ -406,6 +469,10 @@ impl Default for AuthConfig {
         Self {
             jwt_secret: Secret::new(DEV_JWT_SECRET),
             key_id: "dev".into(),
+            previous_keys: Vec::new(),
+            service_public_key: DEV_SERVICE_PUBLIC_KEY.into(),
+            service_private_key: None,
+            service_key_id: "svc-dev".into(),
             issuer: "emporium-user".into(),
             audience: "emporium".into(),
             token_ttl_secs: 3_600,
@@ -424,6 +491,41 @@ impl Validate for AuthConfig {
         }
         if self.key_id.is_empty() {
             return Err(ConfigError::invalid("auth.key_id", "must not be empty"));
+        }
+        for (i, k) in self.previous_keys.iter().enumerate() {
+            let key = format!("auth.previous_keys[{i}]");
+            if k.secret.expose().len() < 32 {
+                return Err(ConfigError::invalid(
+                    &key,
+                    "secret must be at least 32 bytes",
+                ));
+            }
+            if k.key_id.is_empty() || k.key_id == self.key_id || k.key_id == self.service_key_id {
+                return Err(ConfigError::invalid(
+                    &key,
+                    "key_id must be set and differ from auth.key_id and auth.service_key_id",
+                ));
+            }
+        }
+        if self.service_key_id.is_empty() || self.service_key_id == self.key_id {
+            return Err(ConfigError::invalid(
+                "auth.service_key_id",
+                "must be set and differ from auth.key_id",
+            ));
+        }
+        if jsonwebtoken::DecodingKey::from_ed_pem(self.service_public_key.as_bytes()).is_err() {
+            return Err(ConfigError::invalid(
+                "auth.service_public_key",
+                "must be an Ed25519 public key in PEM form",
+            ));
+        }
+        if let Some(private) = &self.service_private_key
+            && jsonwebtoken::EncodingKey::from_ed_pem(private.expose().as_bytes()).is_err()
+        {
+            return Err(ConfigError::invalid(
+                "auth.service_private_key",
+                "must be an Ed25519 private key in PEM (PKCS#8) form",
+            ));
         }
         if self.issuer.is_empty() {
             return Err(ConfigError::invalid("auth.issuer", "must not be empty"));
@@ -450,6 +552,13 @@ pub fn warn_if_dev_secret(auth: &AuthConfig) {
         tracing::warn!(
             "auth.jwt_secret is the development default: anyone can mint tokens; \
              set EMPORIUM_AUTH__JWT_SECRET outside development"
+        );
+    }
+    if auth.service_public_key == DEV_SERVICE_PUBLIC_KEY {
+        tracing::warn!(
+            "auth.service_public_key is the development key pair, whose private half is public; \
+             set EMPORIUM_AUTH__SERVICE_PUBLIC_KEY (and the order service's \
+             EMPORIUM_AUTH__SERVICE_PRIVATE_KEY) outside development"
         );
     }
 }

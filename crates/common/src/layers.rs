@@ -8,7 +8,7 @@
 //! code the client really got. [`crate::server::Server`] assembles the stack.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     convert::Infallible,
     future::Future,
     panic::AssertUnwindSafe,
@@ -23,6 +23,7 @@ use http::HeaderValue;
 use http_body::Frame;
 use tokio::sync::Semaphore;
 use tonic::{Code, Status, body::Body, codegen::Bytes};
+use tonic_types::StatusExt as _;
 use tower::{Layer, Service};
 use tracing::Instrument as _;
 use uuid::Uuid;
@@ -508,6 +509,99 @@ impl Middleware for AuthMiddleware {
     }
 }
 
+/// Per-caller token buckets: a user (or, without a token, an address) that
+/// sends faster than the configured rate gets RESOURCE_EXHAUSTED with a
+/// `google.rpc.RetryInfo` saying when to come back, instead of starving others.
+#[derive(Debug, Clone)]
+pub struct RateLimitMiddleware {
+    per_sec: f64,
+    burst: f64,
+    buckets: Arc<std::sync::Mutex<HashMap<String, Bucket>>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Above this many tracked callers, idle buckets (full again) are dropped, so
+/// the map cannot grow without bound.
+const MAX_TRACKED_CALLERS: usize = 10_000;
+
+impl RateLimitMiddleware {
+    /// `per_sec` requests per second per caller, bursts of `burst`.
+    pub fn new(per_sec: u32, burst: u32) -> Self {
+        Self {
+            per_sec: f64::from(per_sec),
+            burst: f64::from(burst),
+            buckets: Arc::default(),
+        }
+    }
+
+    /// Takes one token for `key`; on refusal, how long until one is available.
+    fn take(&self, key: String, now: Instant) -> Result<(), Duration> {
+        let mut buckets = self.buckets.lock().expect("rate limit map poisoned");
+        if buckets.len() >= MAX_TRACKED_CALLERS && !buckets.contains_key(&key) {
+            let full_after = Duration::from_secs_f64(self.burst / self.per_sec);
+            buckets.retain(|_, b| now.duration_since(b.at) < full_after);
+        }
+        let b = buckets.entry(key).or_insert(Bucket {
+            tokens: self.burst,
+            at: now,
+        });
+        b.tokens =
+            (b.tokens + now.duration_since(b.at).as_secs_f64() * self.per_sec).min(self.burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - b.tokens) / self.per_sec))
+        }
+    }
+}
+
+impl Middleware for RateLimitMiddleware {
+    fn handle<S>(
+        &self,
+        req: HttpRequest,
+        next: Next<S>,
+    ) -> impl Future<Output = HttpResponse> + Send + 'static
+    where
+        S: Service<HttpRequest, Response = HttpResponse, Error = Infallible> + Send + 'static,
+        S::Future: Send,
+    {
+        let key = match req.extensions().get::<crate::auth::Caller>() {
+            Some(c) if c.service.is_some() => None,
+            Some(c) => Some(format!("user:{}", c.user_id)),
+            None => req
+                .extensions()
+                .get::<tonic::transport::server::TcpConnectInfo>()
+                .and_then(|i| i.remote_addr())
+                .map(|a| format!("ip:{}", a.ip())),
+        };
+        let verdict = match key {
+            Some(key) if self.per_sec > 0.0 => self.take(key, Instant::now()),
+            _ => Ok(()),
+        };
+        async move {
+            match verdict {
+                Ok(()) => next.run(req).await,
+                Err(wait) => {
+                    metrics::counter!("rpc_server_rate_limited_total").increment(1);
+                    let retry = wait.max(Duration::from_millis(1));
+                    status_response(tonic::Status::with_error_details(
+                        Code::ResourceExhausted,
+                        format!("rate limit exceeded, retry in {} ms", retry.as_millis()),
+                        tonic_types::ErrorDetails::with_retry_info(Some(retry)),
+                    ))
+                }
+            }
+        }
+    }
+}
+
 /// Refuses work beyond a global in-flight limit with RESOURCE_EXHAUSTED instead
 /// of queueing it: a queue only turns overload into timeouts for everyone.
 #[derive(Debug, Clone)]
@@ -664,6 +758,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn buckets_allow_the_burst_then_the_rate() {
+        let rl = RateLimitMiddleware::new(10, 3);
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert!(rl.take("a".into(), t0).is_ok());
+        }
+        let wait = rl.take("a".into(), t0).unwrap_err();
+        assert!(
+            wait <= Duration::from_millis(100) && wait > Duration::ZERO,
+            "{wait:?}"
+        );
+        // Other callers are unaffected.
+        assert!(rl.take("b".into(), t0).is_ok());
+        // A tenth of a second later one more token is there, not two.
+        let t1 = t0 + Duration::from_millis(100);
+        assert!(rl.take("a".into(), t1).is_ok());
+        assert!(rl.take("a".into(), t1).is_err());
+    }
+
+    #[test]
     fn grpc_timeouts_parse() {
         assert_eq!(parse_grpc_timeout("1S"), Some(Duration::from_secs(1)));
         assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
@@ -688,5 +802,43 @@ mod tests {
         let known = KnownMethods::from_descriptor_sets(&[emporium_proto::FILE_DESCRIPTOR_SET]);
         assert!(known.contains("/emporium.user.v1.UserService/CreateUser"));
         assert!(!known.contains("/emporium.user.v1.UserService/Nope"));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_internal_and_keeps_serving() {
+        use tower::ServiceExt as _;
+
+        async fn explode(_req: HttpRequest) -> Result<HttpResponse, Infallible> {
+            panic!("secret detail: connection string postgres://admin:hunter2@db");
+        }
+        let mut svc = MiddlewareLayer(CatchPanicMiddleware).layer(tower::service_fn(explode));
+        let request = || {
+            http::Request::builder()
+                .uri("/emporium.user.v1.UserService/GetUser")
+                .body(Body::empty())
+                .unwrap()
+        };
+        let assert_internal = |resp: HttpResponse| {
+            // A gRPC status (trailers-only), not an HTTP error the client cannot read.
+            assert_eq!(resp.status(), http::StatusCode::OK);
+            assert_eq!(resp.headers()["grpc-status"], "13");
+            let status = Status::from_header_map(resp.headers()).expect("a grpc-status header");
+            assert_eq!(status.code(), Code::Internal);
+            assert_eq!(status.message(), "internal error");
+            // The panic text stays in the server log, never in the response.
+            for value in resp.headers().values() {
+                let value = value.to_str().unwrap_or_default();
+                assert!(!value.contains("secret"), "panic text leaked: {value}");
+                assert!(!value.contains("hunter2"), "panic text leaked: {value}");
+            }
+        };
+
+        let first = svc.ready().await.unwrap().call(request()).await.unwrap();
+        assert_internal(first);
+        // The same service value answers again: the panic broke neither it nor the stack.
+        let second = svc.ready().await.unwrap().call(request()).await.unwrap();
+        assert_internal(second);
+        // And a clone driven by `oneshot`, as the server does per connection.
+        assert_internal(svc.clone().oneshot(request()).await.unwrap());
     }
 }

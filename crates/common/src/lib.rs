@@ -11,7 +11,8 @@
 //! Reading order: [`config`] → [`telemetry`] → [`server`] (and the [`layers`] it
 //! stacks) → [`auth`] → [`error`] → [`db`] → [`client`] → [`binary`] (the
 //! shared `main`); [`paging`] and [`time`]
-//! are small helpers for the transport layer.
+//! are small helpers for the transport layer; [`tls`] is the optional (mutual) TLS
+//! of the gRPC port and of the channels to peers.
 
 pub mod auth;
 pub mod binary;
@@ -25,3 +26,4 @@ pub mod rpc;
 pub mod server;
 pub mod telemetry;
 pub mod time;
+pub mod tls;

@@ -38,7 +38,8 @@ use crate::{
     config::ServerConfig,
     layers::{
         AuthMiddleware, CatchPanicMiddleware, DeadlineMiddleware, KnownMethods, LoadShedMiddleware,
-        MetricsMiddleware, MiddlewareLayer, RequestIdMiddleware, SpanMiddleware,
+        MetricsMiddleware, MiddlewareLayer, RateLimitMiddleware, RequestIdMiddleware,
+        SpanMiddleware,
     },
 };
 
@@ -97,6 +98,9 @@ pub enum ServeError {
     /// The admin server stopped with an error.
     #[error("admin server failed: {0}")]
     Admin(String),
+    /// TLS is on but its certificate, key or CA is unusable.
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
 }
 
 type ReadinessCheck = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
@@ -241,6 +245,11 @@ impl Server {
                 self.tokens.clone(),
                 self.public_methods.clone(),
             )))
+            // After auth, so the limit is per user, not per connection or address.
+            .layer(MiddlewareLayer(RateLimitMiddleware::new(
+                self.config.rate_limit_per_sec,
+                self.config.rate_limit_burst,
+            )))
             // Global, not per connection: many connections must not multiply the limit.
             .layer(MiddlewareLayer(LoadShedMiddleware::new(
                 self.config.max_in_flight,
@@ -253,7 +262,20 @@ impl Server {
             .layer(MiddlewareLayer(CatchPanicMiddleware))
             .into_inner();
 
-        let grpc_server = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        // TLS wraps each accepted connection before HTTP/2: with mutual TLS a
+        // client without a certificate from our CA never reaches the stack.
+        if self.config.tls.enabled {
+            let tls = self
+                .config
+                .tls
+                .server_tls_config()
+                .map_err(|e| ServeError::Tls(e.to_string()))?;
+            builder = builder
+                .tls_config(tls)
+                .map_err(|e| ServeError::Tls(format!("server.tls: {}", crate::error::chain(&e))))?;
+        }
+        let grpc_server = builder
             .max_concurrent_streams(self.config.max_concurrent_streams)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))

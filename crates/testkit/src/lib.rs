@@ -87,13 +87,18 @@ impl TestDb {
 pub fn auth_config() -> AuthConfig {
     AuthConfig {
         jwt_secret: Secret::new("emporium-test-secret-0123456789abcdef"),
+        // Every service under test may mint service tokens, so tests can act as
+        // the order service.
+        service_private_key: Some(Secret::new(
+            emporium_common::config::DEV_SERVICE_PRIVATE_KEY,
+        )),
         ..AuthConfig::default()
     }
 }
 
 /// Issues tokens that the spawned services accept.
 pub fn tokens() -> emporium_common::auth::Tokens {
-    emporium_common::auth::Tokens::new(&auth_config())
+    emporium_common::auth::Tokens::new(&auth_config()).expect("test keys are valid")
 }
 
 /// Server settings for tests: ephemeral ports, no drain delay.
@@ -101,6 +106,9 @@ pub fn server_config() -> ServerConfig {
     ServerConfig {
         drain_delay_ms: 0,
         shutdown_grace_ms: 5_000,
+        // Tests hammer one server as one user on purpose (200 concurrent
+        // orders); the limiter has tests of its own.
+        rate_limit_per_sec: 0,
         ..ServerConfig::local(0, 0)
     }
 }
@@ -271,4 +279,41 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// Internals that must never reach a client in a status message: SQL, driver
+/// names, panic text, stack traces, source and file-system paths, credentials.
+/// SQL keywords are matched as written (upper case); the rest in any case.
+pub const LEAK_MARKERS: [&str; 16] = [
+    "SELECT",
+    "INSERT",
+    "UPDATE ",
+    "DELETE FROM",
+    "sqlx",
+    "sqlite",
+    "postgres",
+    "panicked",
+    "RUST_BACKTRACE",
+    "/src/",
+    ".rs:",
+    "/home/",
+    "/root/",
+    "/tmp/",
+    "stack backtrace",
+    "Bearer ",
+];
+
+/// Fails the test when `message` (a status message, or any text a service
+/// shows a client) contains one of the [`LEAK_MARKERS`].
+#[track_caller]
+pub fn assert_no_leak(message: &str) {
+    let lower = message.to_lowercase();
+    for marker in LEAK_MARKERS {
+        let hit = if marker.bytes().any(|b| b.is_ascii_lowercase()) {
+            lower.contains(&marker.to_lowercase())
+        } else {
+            message.contains(marker)
+        };
+        assert!(!hit, "message leaks internals ({marker:?}): {message:?}");
+    }
 }

@@ -46,7 +46,7 @@ pub async fn serve(
     inventory.check_catalogue_currency().await?;
 
     let ready_db = db.clone();
-    let result = Server::new(&config.server, Tokens::new(&config.auth))
+    let result = Server::new(&config.server, Tokens::new(&config.auth)?)
         .access_log(config.telemetry.access_log)
         .readiness(move || {
             let db = ready_db.clone();

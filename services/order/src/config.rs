@@ -3,7 +3,10 @@
 
 use emporium_common::{
     client::PeerConfig,
-    config::{AuthConfig, ConfigError, DatabaseConfig, ServerConfig, TelemetryConfig, Validate},
+    config::{
+        AuthConfig, ConfigError, DEV_SERVICE_PRIVATE_KEY, DatabaseConfig, Secret, ServerConfig,
+        TelemetryConfig, Validate,
+    },
 };
 use serde::{Deserialize, Serialize};
 
@@ -80,7 +83,11 @@ impl Default for Config {
             server: ServerConfig::local(50054, 9094),
             database: DatabaseConfig::sqlite_default("order"),
             telemetry: TelemetryConfig::default(),
-            auth: AuthConfig::default(),
+            auth: AuthConfig {
+                // The order service signs the service tokens of its saga calls.
+                service_private_key: Some(Secret::new(DEV_SERVICE_PRIVATE_KEY)),
+                ..AuthConfig::default()
+            },
             peers: Peers {
                 user: PeerConfig::local(50051),
                 inventory: PeerConfig::local(50052),

@@ -61,6 +61,18 @@ fn order_id(raw: &str) -> Result<Uuid, Error> {
     domain::parse_uuid(raw).map_err(|e| Error::InvalidArgument(Violations::one("order_id", e)))
 }
 
+/// A listing cursor points at an order by id. Any other id was not issued by
+/// this listing, and must not reach the database: PostgreSQL refuses text with
+/// NUL.
+fn order_cursor(c: Option<(i64, String)>) -> Result<Option<(i64, String)>, &'static str> {
+    match c {
+        Some((_, id)) if domain::parse_uuid(&id).is_err() => {
+            Err("is not a token issued by this listing")
+        }
+        c => Ok(c),
+    }
+}
+
 fn new_order(caller: &Caller, r: pb::CreateOrderRequest) -> Result<NewOrder, Violations> {
     let mut v = Violations::new();
     let user_id = if r.user_id.is_empty() {
@@ -236,7 +248,7 @@ impl pb::order_service_server::OrderService for OrderApi {
         let before = v
             .check(
                 "page_token",
-                paging::decode_time_cursor(LISTING, &r.page_token),
+                paging::decode_time_cursor(LISTING, &r.page_token).and_then(order_cursor),
             )
             .flatten();
         v.clone().finish().map_err(Error::InvalidArgument)?;
@@ -265,6 +277,15 @@ impl pb::order_service_server::OrderService for OrderApi {
             return Err(Error::InvalidArgument(Violations::one(
                 "reason",
                 "must be at most 500 characters",
+            ))
+            .into());
+        }
+        // The reason is stored and shown as the order's cancel_detail: no NUL
+        // (PostgreSQL refuses it in text) nor other control characters.
+        if r.reason.chars().any(char::is_control) {
+            return Err(Error::InvalidArgument(Violations::one(
+                "reason",
+                "must not contain control characters",
             ))
             .into());
         }

@@ -41,7 +41,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), BoxError> {
     let peers = ports::GrpcPeers::new(
-        Tokens::new(&config.auth),
+        Tokens::new(&config.auth)?,
         &config.peers.user,
         &config.peers.inventory,
         &config.peers.payment,
@@ -98,7 +98,7 @@ pub async fn serve_with_peers(
         draining,
     );
     let ready_db = db.clone();
-    let result = Server::new(&config.server, Tokens::new(&config.auth))
+    let result = Server::new(&config.server, Tokens::new(&config.auth)?)
         .access_log(config.telemetry.access_log)
         .readiness(move || {
             let db = ready_db.clone();

@@ -211,9 +211,10 @@ impl GrpcPeers {
         msg: T,
         timeout: Duration,
     ) -> Result<Request<T>, PeerError> {
+        // The order service's own identity, acting for the order's user.
         let token = self
             .tokens
-            .issue(user_id, &[Role::Customer])
+            .issue_service("order", user_id, &[Role::Customer])
             .map_err(|e| PeerError::Refused(Status::internal(e.to_string())))?;
         let mut req = Request::new(msg);
         req.set_timeout(timeout);

@@ -71,6 +71,18 @@ fn filter<T>(
     }
 }
 
+/// A listing cursor points at a payment by id. Any other id was not issued by
+/// this listing, and must not reach the database: PostgreSQL refuses text with
+/// NUL.
+fn payment_cursor(c: Option<(i64, String)>) -> Result<Option<(i64, String)>, &'static str> {
+    match c {
+        Some((_, id)) if PaymentId::parse(&id).is_err() => {
+            Err("is not a token issued by this listing")
+        }
+        c => Ok(c),
+    }
+}
+
 impl TryFrom<pb::ChargeRequest> for NewCharge {
     type Error = Violations;
     fn try_from(r: pb::ChargeRequest) -> Result<Self, Violations> {
@@ -240,7 +252,7 @@ impl pb::payment_service_server::PaymentService for PaymentApi {
         let before = v
             .check(
                 "page_token",
-                paging::decode_time_cursor(&listing, &r.page_token),
+                paging::decode_time_cursor(&listing, &r.page_token).and_then(payment_cursor),
             )
             .flatten();
         v.finish().map_err(Error::InvalidArgument)?;

@@ -65,7 +65,7 @@ pub async fn serve_with_processor(
     );
 
     let ready_db = db.clone();
-    let result = Server::new(&config.server, Tokens::new(&config.auth))
+    let result = Server::new(&config.server, Tokens::new(&config.auth)?)
         .access_log(config.telemetry.access_log)
         .readiness(move || {
             let db = ready_db.clone();

@@ -423,6 +423,9 @@ impl Store {
                 Some(state.amount_refunded),
             ),
         };
+        // What is left is compared as `amount - amount_refunded`, which cannot
+        // overflow: `amount_refunded + $2` does for a huge request, and
+        // PostgreSQL then fails the statement instead of matching nothing.
         let updated: Option<(i64, i64)> = if units <= 0 {
             None
         } else {
@@ -435,7 +438,7 @@ impl Store {
                    updated_at = CASE WHEN updated_at < $3 THEN $3 ELSE updated_at END \
                  WHERE id = $1 \
                    AND status IN ('CAPTURED', 'PARTIALLY_REFUNDED') \
-                   AND amount_refunded + $2 <= amount \
+                   AND $2 <= amount - amount_refunded \
                    AND amount_refunded = COALESCE($4, amount_refunded) \
                  RETURNING refund_count, updated_at",
             )

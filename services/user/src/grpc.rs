@@ -58,6 +58,17 @@ fn user_id(field: &str, raw: &str) -> Result<UserId, Error> {
     UserId::parse(raw).map_err(|e| Error::InvalidArgument(Violations::one(field, e)))
 }
 
+/// A listing cursor points at a user by id. Any other id was not issued by this
+/// listing, and must not reach the database: PostgreSQL refuses text with NUL.
+fn user_cursor(c: Option<(i64, String)>) -> Result<Option<(i64, String)>, &'static str> {
+    match c {
+        Some((_, id)) if UserId::parse(&id).is_err() => {
+            Err("is not a token issued by this listing")
+        }
+        c => Ok(c),
+    }
+}
+
 impl TryFrom<pb::CreateUserRequest> for NewUser {
     type Error = Violations;
     fn try_from(r: pb::CreateUserRequest) -> Result<Self, Violations> {
@@ -267,7 +278,7 @@ impl pb::user_service_server::UserService for UserApi {
         let after = v
             .check(
                 "page_token",
-                paging::decode_time_cursor(LISTING, &r.page_token),
+                paging::decode_time_cursor(LISTING, &r.page_token).and_then(user_cursor),
             )
             .flatten();
         v.clone().finish().map_err(Error::InvalidArgument)?;

@@ -39,7 +39,7 @@ pub async fn serve(
     db.migrate(&store::MIGRATOR).await?;
     let users = service::Users::new(
         store::Store::new(db.clone()),
-        Tokens::new(&config.auth),
+        Tokens::new(&config.auth)?,
         password::Hasher::new()?,
     );
     if let (Some(email), Some(password)) = (&config.admin_email, &config.admin_password) {
@@ -48,7 +48,7 @@ pub async fn serve(
     }
 
     let ready_db = db.clone();
-    let result = Server::new(&config.server, Tokens::new(&config.auth))
+    let result = Server::new(&config.server, Tokens::new(&config.auth)?)
         .public_methods(grpc::PUBLIC_METHODS)
         .access_log(config.telemetry.access_log)
         .readiness(move || {

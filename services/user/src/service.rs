@@ -97,7 +97,13 @@ impl Users {
         email: &str,
         password: &str,
     ) -> Result<(IssuedToken, User), Error> {
-        let found = self.store.credentials(&email.to_lowercase()).await?;
+        // An address that fails validation belongs to no one; it is not looked
+        // up (PostgreSQL would refuse one with NUL), and is answered like any
+        // unknown email, after the same hashing work.
+        let found = match Email::parse(email) {
+            Ok(email) => self.store.credentials(&email.key()).await?,
+            Err(_) => None,
+        };
         let (user, hash) = match &found {
             Some((user, hash)) => (Some(user), Some(hash.as_str())),
             None => (None, None),

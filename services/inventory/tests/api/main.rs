@@ -4,6 +4,7 @@
 mod adjust;
 mod catalogue;
 mod concurrency;
+mod hostile;
 mod import;
 mod listing;
 mod process;

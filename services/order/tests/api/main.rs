@@ -3,6 +3,7 @@
 //! scenario `check_invariants` reads each service's own database.
 
 mod crash;
+mod hostile;
 mod invariants;
 mod oversell;
 mod saga;

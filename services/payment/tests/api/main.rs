@@ -4,6 +4,7 @@
 
 mod charge;
 mod concurrency;
+mod hostile;
 mod listing;
 mod refund;
 mod server;

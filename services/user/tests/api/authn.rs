@@ -90,6 +90,7 @@ async fn calls_without_a_valid_token_are_unauthenticated(db: TestDb) {
         jwt_secret: Secret::new("some-other-secret-0123456789abcdef"),
         ..emporium_testkit::auth_config()
     })
+    .unwrap()
     .issue(uuid::Uuid::parse_str(&id).unwrap(), &[Role::Admin])
     .unwrap()
     .token;

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod authn;
+mod hostile;
 mod listing;
 mod process;
 mod server;

@@ -177,3 +177,51 @@ async fn shutdown_reports_not_serving_and_finishes_in_flight_calls() {
     assert!(results.next().await.is_none());
     stopping.await.unwrap().expect("clean shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_caller_is_rate_limited_on_its_own() {
+    use emporium_common::rpc::StatusExt as _;
+    let svc = emporium_testkit::spawn_user(TestDb::sqlite(), |c| {
+        c.server.rate_limit_per_sec = 1;
+        c.server.rate_limit_burst = 2;
+    })
+    .await;
+    let mut client = pb::user_service_client::UserServiceClient::new(svc.channel().await);
+    let tokens = emporium_testkit::tokens();
+    let (alice, bob) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let token = |u| {
+        tokens
+            .issue(u, &[emporium_common::auth::Role::Customer])
+            .unwrap()
+            .token
+    };
+    let get = |u: uuid::Uuid, t: &str| {
+        bearer(
+            pb::GetUserRequest {
+                user_id: u.to_string(),
+            },
+            t,
+        )
+    };
+    let (ta, tb) = (token(alice), token(bob));
+    // The burst passes (NOT_FOUND: the users do not exist, but the calls ran)...
+    for _ in 0..2 {
+        assert_eq!(
+            client.get_user(get(alice, &ta)).await.unwrap_err().code(),
+            Code::NotFound
+        );
+    }
+    // ...the next call is refused with a retry delay...
+    let s = client.get_user(get(alice, &ta)).await.unwrap_err();
+    assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
+    let retry = s
+        .get_details_retry_info()
+        .and_then(|r| r.retry_delay)
+        .expect("retry info");
+    assert!(retry > std::time::Duration::ZERO && retry <= std::time::Duration::from_secs(1));
+    // ...while another user is unaffected.
+    assert_eq!(
+        client.get_user(get(bob, &tb)).await.unwrap_err().code(),
+        Code::NotFound
+    );
+}

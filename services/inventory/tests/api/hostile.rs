@@ -1,0 +1,1107 @@
+//! Hostile input: malformed protobuf, wrong wire types, oversized messages,
+//! extreme integers, empty, overlong, NUL and unicode text, in unary and
+//! client-streaming calls. Every answer is a proper gRPC status whose message
+//! leaks nothing internal, nothing is applied, and a normal call on the same
+//! connection works right after.
+
+use std::{
+    convert::Infallible,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use emporium_common::{
+    auth::Role,
+    rpc::{Channel, Code, Status},
+};
+use emporium_testkit::{TestDb, assert_no_leak, backend_tests, bearer, tokens};
+use http_body::{Body as _, Frame};
+use pb::inventory_service_client::InventoryServiceClient;
+use proptest::{prelude::*, test_runner::RngSeed};
+use prost::Message as _;
+use tonic::{body::Body, codegen::Bytes};
+use tower::ServiceExt as _;
+use uuid::Uuid;
+
+use crate::{App, app, eur, item, new_order, pb, pb_common, violated_fields};
+
+backend_tests!(
+    hostile_values_are_refused_field_by_field,
+    hostile_import_rows_are_reported_and_nothing_else_changes,
+);
+
+const SVC: &str = "/emporium.inventory.v1.InventoryService";
+
+/// The server's receive limit (`server.max_message_bytes`, default 4 MiB).
+const LIMIT: usize = 4 * 1024 * 1024;
+
+// ---- helpers (each service's hostile tests carry their own copy) ----
+
+/// Fails when a status, its message or its details leak internals.
+#[track_caller]
+fn scan(s: &Status) {
+    assert_no_leak(s.message());
+    assert_no_leak(&String::from_utf8_lossy(s.details()));
+}
+
+/// Asserts the error code, scans the status, and returns it.
+#[track_caller]
+fn refused<T: std::fmt::Debug>(r: Result<T, Status>, code: Code) -> Status {
+    let s = r.expect_err("expected an error status");
+    assert_eq!(s.code(), code, "{s:?}");
+    scan(&s);
+    s
+}
+
+/// Asserts INVALID_ARGUMENT with a BadRequest naming exactly `fields`.
+#[track_caller]
+fn invalid<T: std::fmt::Debug>(r: Result<T, Status>, fields: &[&str]) {
+    let s = refused(r, Code::InvalidArgument);
+    assert_eq!(violated_fields(&s), fields, "{s:?}");
+}
+
+/// A request body sent as one HTTP/2 DATA frame.
+struct Once(Option<Bytes>);
+
+impl http_body::Body for Once {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.0.take().map(|b| Ok(Frame::data(b))))
+    }
+}
+
+/// A gRPC length-prefixed message: `flag`, then `len` (which may lie), then `bytes`.
+fn frame(flag: u8, len: u32, bytes: &[u8]) -> Vec<u8> {
+    let mut out = vec![flag];
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// An honest uncompressed frame around `bytes`.
+fn framed(bytes: &[u8]) -> Vec<u8> {
+    frame(0, bytes.len().try_into().unwrap(), bytes)
+}
+
+/// POSTs `body` as is (framing included) to `path` over `channel`: a hand-made
+/// gRPC request on the real HTTP/2 connection. Returns the response message or
+/// the status; a transport failure or a non-gRPC answer fails the test.
+async fn raw(
+    channel: &Channel,
+    path: &str,
+    token: Option<&str>,
+    body: Vec<u8>,
+) -> Result<Vec<u8>, Status> {
+    let mut req = http::Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = req.body(Body::new(Once(Some(body.into())))).unwrap();
+    let resp = channel
+        .clone()
+        .oneshot(req)
+        .await
+        .expect("the connection survives a hostile request");
+    assert_eq!(
+        resp.status(),
+        http::StatusCode::OK,
+        "a gRPC answer, not an HTTP error"
+    );
+    if let Some(s) = Status::from_header_map(resp.headers()) {
+        // Trailers-only: an error before any message.
+        return if s.code() == Code::Ok {
+            Ok(Vec::new())
+        } else {
+            Err(s)
+        };
+    }
+    let mut body = resp.into_body();
+    let (mut data, mut trailers) = (Vec::new(), None);
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        match frame.expect("response body").into_data() {
+            Ok(d) => data.extend_from_slice(&d),
+            Err(f) => trailers = f.into_trailers().ok(),
+        }
+    }
+    let status = Status::from_header_map(&trailers.expect("trailers")).expect("grpc-status");
+    match status.code() {
+        Code::Ok => Ok(data.get(5..).unwrap_or_default().to_vec()),
+        _ => Err(status),
+    }
+}
+
+/// The order service's identity: only it may call the saga RPCs (ReserveStock,
+/// CommitReservation, ReleaseReservation).
+fn order_service() -> String {
+    tokens()
+        .issue_service("order", Uuid::now_v7(), &[Role::Customer])
+        .unwrap()
+        .token
+}
+
+/// A new admin's token.
+fn admin_token() -> String {
+    tokens()
+        .issue(Uuid::now_v7(), &[Role::Customer, Role::Admin])
+        .unwrap()
+        .token
+}
+
+/// Money with field 2 (`units`, an int64) sent as a string.
+#[derive(Clone, PartialEq, prost::Message)]
+struct UnitsAsText {
+    #[prost(string, tag = "1")]
+    currency_code: String,
+    #[prost(string, tag = "2")]
+    units: String,
+}
+
+/// CreateProductRequest whose `unit_price` (field 4, a Money) is a Money with
+/// a wrongly typed field inside.
+#[derive(Clone, PartialEq, prost::Message)]
+struct BadNestedPrice {
+    #[prost(string, tag = "1")]
+    sku: String,
+    #[prost(string, tag = "2")]
+    name: String,
+    #[prost(message, optional, tag = "4")]
+    unit_price: Option<UnitsAsText>,
+}
+
+/// ReserveStockRequest whose `items` (field 2, repeated messages) are raw bytes.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ItemsAsBytes {
+    #[prost(string, tag = "1")]
+    order_id: String,
+    #[prost(bytes = "vec", repeated, tag = "2")]
+    items: Vec<Vec<u8>>,
+}
+
+/// GetProductRequest whose oneof member `product_id` (field 1) is a varint.
+#[derive(Clone, PartialEq, prost::Message)]
+struct OneofAsVarint {
+    #[prost(int64, tag = "1")]
+    product_id: i64,
+}
+
+/// Bytes from a fixed-seed xorshift: "random" garbage, the same on every run.
+fn garbage(n: usize, mut seed: u64) -> Vec<u8> {
+    (0..n)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect()
+}
+
+impl App {
+    /// Asserts the product still has exactly `on_hand` units, none reserved,
+    /// and that every product's counters balance.
+    async fn untouched(&mut self, sku: &str, on_hand: i64) {
+        let p = self.product(sku).await;
+        assert_eq!((p.stock_on_hand, p.stock_reserved), (on_hand, 0), "{sku}");
+        self.levels().await;
+    }
+}
+
+// ---- 1. malformed bytes through a real socket ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_bytes_get_a_grpc_error_and_the_connection_keeps_working() {
+    let mut app = app(TestDb::sqlite()).await;
+    app.stocked("MUG", 1299, 10).await;
+    let channel = app.svc.channel().await;
+    let mut client = InventoryServiceClient::new(channel.clone());
+    let (admin, order) = (admin_token(), order_service());
+    let path = |m: &str| format!("{SVC}/{m}");
+
+    let nested_price = BadNestedPrice {
+        sku: "NEW".into(),
+        name: "New".into(),
+        unit_price: Some(UnitsAsText {
+            currency_code: "EUR".into(),
+            units: "100".into(),
+        }),
+    }
+    .encode_to_vec();
+    let items_garbage = ItemsAsBytes {
+        order_id: new_order(),
+        items: vec![garbage(40, 7), vec![0x12, 0x7f, b'M']],
+    }
+    .encode_to_vec();
+    let oneof_varint = OneofAsVarint { product_id: -1 }.encode_to_vec();
+    // AdjustStockRequest.delta (field 3, int64) as a 64-bit fixed value.
+    let delta_fixed = [vec![0x19], i64::MAX.to_le_bytes().to_vec()].concat();
+    // ReserveStockRequest.items[0] claims 200 bytes; 2 follow.
+    let truncated_item = vec![0x12, 200, 0x18, 0x01];
+    let message = pb::GetProductRequest::default().encode_to_vec();
+
+    // (what, method, token, request body, code tonic answers). tonic refuses
+    // these before any handler runs, with messages of its own: for protobuf
+    // errors, prost's text naming the message, field and wire type. Only the
+    // leak markers are checked here.
+    let cases: Vec<(&str, &str, &str, Vec<u8>, Code)> = vec![
+        (
+            "int64 inside a nested message as a string",
+            "CreateProduct",
+            &admin,
+            framed(&nested_price),
+            Code::Internal,
+        ),
+        (
+            "garbage repeated messages",
+            "ReserveStock",
+            &order,
+            framed(&items_garbage),
+            Code::Internal,
+        ),
+        (
+            "truncated repeated message",
+            "ReserveStock",
+            &order,
+            framed(&truncated_item),
+            Code::Internal,
+        ),
+        (
+            "oneof string as varint",
+            "GetProduct",
+            &admin,
+            framed(&oneof_varint),
+            Code::Internal,
+        ),
+        (
+            "int64 as fixed64",
+            "AdjustStock",
+            &admin,
+            framed(&delta_fixed),
+            Code::Internal,
+        ),
+        (
+            "random garbage",
+            "CreateProduct",
+            &admin,
+            framed(&garbage(4096, 0x5eed)),
+            Code::Internal,
+        ),
+        (
+            "frame shorter than its length prefix",
+            "GetProduct",
+            &admin,
+            frame(0, 64, &message),
+            Code::Internal,
+        ),
+        (
+            "compressed flag without grpc-encoding",
+            "GetProduct",
+            &admin,
+            frame(1, 0, &[]),
+            Code::Internal,
+        ),
+        (
+            "length prefix of 4 GiB",
+            "ReserveStock",
+            &order,
+            frame(0, u32::MAX, &[]),
+            Code::OutOfRange,
+        ),
+    ];
+    for (what, method, token, body, code) in cases {
+        let s = raw(&channel, &path(method), Some(token), body)
+            .await
+            .expect_err(what);
+        assert_eq!(s.code(), code, "{what}: {s:?}");
+        scan(&s);
+        // The same connection still serves a normal call.
+        let p = client
+            .get_product(bearer(
+                pb::GetProductRequest {
+                    product: Some(pb::get_product_request::Product::Sku("MUG".into())),
+                },
+                &admin,
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("normal call after {what}: {e:?}"));
+        assert_eq!(p.into_inner().product.unwrap().stock_on_hand, 10);
+    }
+
+    // A client stream whose second message is garbage: the whole import fails
+    // and nothing of the good first row is applied.
+    let good = pb::ImportStockRequest {
+        idempotency_key: "garbage-import".into(),
+        sku: "MUG".into(),
+        quantity: 5,
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let stream = [framed(&good), framed(&[0x18, 0xff, 0xff])].concat();
+    let s = raw(&channel, &path("ImportStock"), Some(&admin), stream)
+        .await
+        .expect_err("a broken stream");
+    assert_eq!(s.code(), Code::Internal, "{s:?}");
+    scan(&s);
+    // A stream cut in the middle of a frame: the same.
+    let cut = [framed(&good), frame(0, 100, &good)].concat();
+    let s = raw(&channel, &path("ImportStock"), Some(&admin), cut)
+        .await
+        .expect_err("a cut stream");
+    assert_eq!(s.code(), Code::Internal, "{s:?}");
+    scan(&s);
+    app.untouched("MUG", 10).await;
+
+    // The key stayed unused: the same import, sent whole, applies once.
+    let whole = client
+        .import_stock(bearer(
+            futures::stream::iter([pb::ImportStockRequest::decode(good.as_slice()).unwrap()]),
+            &admin,
+        ))
+        .await
+        .expect("the import, sent properly")
+        .into_inner();
+    assert_eq!((whole.rows_applied, whole.units_added), (1, 5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_messages_are_out_of_range_and_the_connection_keeps_working() {
+    let mut app = app(TestDb::sqlite()).await;
+    app.stocked("MUG", 1299, 10).await;
+    let mut client = app.client.clone();
+    let (admin, order) = (admin_token(), order_service());
+
+    // Unary: 5 MiB of items.
+    let big = pb::ReserveStockRequest {
+        order_id: new_order(),
+        items: vec![item(&"M".repeat(LIMIT + 1), 1)],
+    };
+    refused(
+        client.reserve_stock(bearer(big, &order)).await,
+        Code::OutOfRange,
+    );
+    // Client stream: a good row, then one over the limit. Nothing is applied.
+    let rows = vec![
+        pb::ImportStockRequest {
+            idempotency_key: "big-import".into(),
+            sku: "MUG".into(),
+            quantity: 1,
+            ..Default::default()
+        },
+        pb::ImportStockRequest {
+            sku: "MUG".into(),
+            quantity: 1,
+            description: Some("d".repeat(LIMIT)),
+            ..Default::default()
+        },
+    ];
+    refused(
+        client
+            .import_stock(bearer(futures::stream::iter(rows), &admin))
+            .await,
+        Code::OutOfRange,
+    );
+    // Just under the limit: decoded, then refused by validation.
+    let under = pb::CreateProductRequest {
+        sku: "BIG".into(),
+        name: "Big".into(),
+        description: "d".repeat(LIMIT - 64),
+        unit_price: eur(1),
+    };
+    invalid(
+        client.create_product(bearer(under, &admin)).await,
+        &["description"],
+    );
+    app.untouched("MUG", 10).await;
+    let r = client
+        .reserve_stock(bearer(
+            pb::ReserveStockRequest {
+                order_id: new_order(),
+                items: vec![item("MUG", 2)],
+            },
+            &order,
+        ))
+        .await
+        .expect("a normal call after oversized ones");
+    assert_eq!(r.into_inner().reservation.unwrap().lines.len(), 1);
+}
+
+// ---- 2. hostile values through the generated client ----
+
+/// Ids that are not the canonical hyphenated UUID, in every hostile shape.
+fn bad_ids(valid: &str) -> Vec<String> {
+    vec![
+        String::new(),
+        "\0".into(),
+        format!("{valid}\0"),
+        format!("\0{}", &valid[1..]),
+        format!("{}é", &valid[..34]),
+        format!("\u{202E}{}", &valid[3..]),
+        format!("{}🦀", &valid[..32]),
+        format!("{}\u{0301}", &valid[..34]),
+        valid.replace('0', "０"),
+        "x".repeat(10_000),
+        "a".repeat(1 << 20),
+        "' OR '1'='1".into(),
+    ]
+}
+
+/// SKUs outside `A-Z 0-9 - _`, 1 to 64.
+fn bad_skus() -> Vec<String> {
+    vec![
+        String::new(),
+        "\0".into(),
+        "MUG\0".into(),
+        "mug".into(),
+        "MUG ".into(),
+        "ＭＵＧ".into(),
+        "M\u{0301}UG".into(),
+        "\u{202E}GUM".into(),
+        "🦀".into(),
+        "M".repeat(65),
+        "M".repeat(1 << 20),
+        "MUG'--".into(),
+    ]
+}
+
+/// Idempotency keys that are not 1 to 128 printable ASCII characters.
+fn bad_keys() -> Vec<String> {
+    vec![
+        String::new(),
+        "\0".into(),
+        "key\0".into(),
+        "tab\t".into(),
+        "del\u{7f}".into(),
+        "ключ".into(),
+        "🔑".into(),
+        "\u{202E}key".into(),
+        "k".repeat(129),
+        "k".repeat(1 << 20),
+    ]
+}
+
+async fn hostile_values_are_refused_field_by_field(db: TestDb) {
+    let mut app = app(db).await;
+    let mug = app.stocked("MUG", 1299, 10).await;
+    let (admin, order) = (admin_token(), order_service());
+    let mut c = app.client.clone();
+
+    // CreateProduct: every field, one at a time.
+    let create = |sku: &str, name: &str, description: &str, price: Option<pb_common::Money>| {
+        pb::CreateProductRequest {
+            sku: sku.into(),
+            name: name.into(),
+            description: description.into(),
+            unit_price: price,
+        }
+    };
+    for sku in bad_skus() {
+        let r = c
+            .create_product(bearer(create(&sku, "Ok", "", eur(1)), &admin))
+            .await;
+        invalid(r, &["sku"]);
+    }
+    let money = |code: &str, units: i64| {
+        Some(pb_common::Money {
+            currency_code: code.into(),
+            units,
+        })
+    };
+    let ten_k = "x".repeat(10_000);
+    let cases: Vec<(pb::CreateProductRequest, &[&str])> = vec![
+        (create("N1", "", "", eur(1)), &["name"]),
+        (create("N1", "\0", "", eur(1)), &["name"]),
+        (create("N1", &ten_k, "", eur(1)), &["name"]),
+        (create("N1", "Ok", "nul\0", eur(1)), &["description"]),
+        (create("N1", "Ok", &ten_k, eur(1)), &["description"]),
+        (create("N1", "Ok", "", None), &["unit_price"]),
+        (
+            create("N1", "Ok", "", money("", 1)),
+            &["unit_price.currency_code"],
+        ),
+        (
+            create("N1", "Ok", "", money("\0\0\0", 1)),
+            &["unit_price.currency_code"],
+        ),
+        (
+            create("N1", "Ok", "", money("€", 1)),
+            &["unit_price.currency_code"],
+        ),
+        (
+            create("N1", "Ok", "", money("eur", 1)),
+            &["unit_price.currency_code"],
+        ),
+        (
+            create("N1", "Ok", "", money("EUR", 0)),
+            &["unit_price.units"],
+        ),
+        (
+            create("N1", "Ok", "", money("EUR", -1)),
+            &["unit_price.units"],
+        ),
+        (
+            create("N1", "Ok", "", money("EUR", i64::MIN)),
+            &["unit_price.units"],
+        ),
+        (
+            create("N1", "Ok", "", money("EUR", i64::MAX)),
+            &["unit_price.units"],
+        ),
+        (
+            create("", "", "\u{7}", money("€", i64::MIN)),
+            &[
+                "sku",
+                "name",
+                "description",
+                "unit_price.currency_code",
+                "unit_price.units",
+            ],
+        ),
+    ];
+    for (req, fields) in cases {
+        invalid(c.create_product(bearer(req, &admin)).await, fields);
+    }
+    // Unicode display text is kept exactly.
+    let fancy = "Tasse ☕ e\u{301} 日本 👩‍👩‍👧‍👦";
+    let p = c
+        .create_product(bearer(create("FANCY", fancy, fancy, eur(1)), &admin))
+        .await
+        .expect("unicode names are fine")
+        .into_inner()
+        .product
+        .unwrap();
+    assert_eq!((p.name.as_str(), p.description.as_str()), (fancy, fancy));
+
+    // GetProduct: ids and SKUs.
+    use pb::get_product_request::Product as Get;
+    for id in bad_ids(&mug.id) {
+        let r = c
+            .get_product(bearer(
+                pb::GetProductRequest {
+                    product: Some(Get::ProductId(id)),
+                },
+                &admin,
+            ))
+            .await;
+        invalid(r, &["product_id"]);
+    }
+    for sku in bad_skus() {
+        let r = c
+            .get_product(bearer(
+                pb::GetProductRequest {
+                    product: Some(Get::Sku(sku)),
+                },
+                &admin,
+            ))
+            .await;
+        invalid(r, &["sku"]);
+    }
+    invalid(
+        c.get_product(bearer(pb::GetProductRequest { product: None }, &admin))
+            .await,
+        &["product"],
+    );
+
+    // AdjustStock: extreme deltas, hostile reasons and keys.
+    use pb::adjust_stock_request::Product as Adj;
+    let adjust = |delta: i64, reason: &str, key: &str| pb::AdjustStockRequest {
+        product: Some(Adj::Sku("MUG".into())),
+        delta,
+        reason: reason.into(),
+        idempotency_key: key.into(),
+    };
+    for delta in [
+        0,
+        i64::MIN,
+        i64::MAX,
+        i64::MIN + 1,
+        1_000_000_001,
+        -1_000_000_001,
+    ] {
+        let r = c
+            .adjust_stock(bearer(adjust(delta, "r", "k-delta"), &admin))
+            .await;
+        invalid(r, &["delta"]);
+    }
+    for reason in ["", " ", "\0", "line\nbreak", &"r".repeat(501)] {
+        let r = c
+            .adjust_stock(bearer(adjust(1, reason, "k-reason"), &admin))
+            .await;
+        invalid(r, &["reason"]);
+    }
+    for key in bad_keys() {
+        let r = c.adjust_stock(bearer(adjust(1, "r", &key), &admin)).await;
+        invalid(r, &["idempotency_key"]);
+    }
+    // Within range but more than there is: a precondition, not an error.
+    let r = c
+        .adjust_stock(bearer(adjust(-1_000_000_000, "r", "k-neg"), &admin))
+        .await;
+    refused(r, Code::FailedPrecondition);
+
+    // ReserveStock: order ids, item counts, quantities, products.
+    let reserve = |order_id: &str, items: Vec<pb::ReserveStockItem>| pb::ReserveStockRequest {
+        order_id: order_id.into(),
+        items,
+    };
+    for id in bad_ids(&new_order()) {
+        let r = c
+            .reserve_stock(bearer(reserve(&id, vec![item("MUG", 1)]), &order))
+            .await;
+        invalid(r, &["order_id"]);
+        let r = c
+            .commit_reservation(bearer(
+                pb::CommitReservationRequest {
+                    order_id: id.clone(),
+                },
+                &order,
+            ))
+            .await;
+        invalid(r, &["order_id"]);
+        let r = c
+            .release_reservation(bearer(
+                pb::ReleaseReservationRequest { order_id: id },
+                &order,
+            ))
+            .await;
+        invalid(r, &["order_id"]);
+    }
+    for q in [0, -1, i64::MIN, i64::MAX, 10_001] {
+        let r = c
+            .reserve_stock(bearer(reserve(&new_order(), vec![item("MUG", q)]), &order))
+            .await;
+        invalid(r, &["items[0].quantity"]);
+    }
+    for sku in bad_skus() {
+        let r = c
+            .reserve_stock(bearer(reserve(&new_order(), vec![item(&sku, 1)]), &order))
+            .await;
+        invalid(r, &["items[0].sku"]);
+    }
+    let no_product = pb::ReserveStockItem {
+        product: None,
+        quantity: 1,
+    };
+    let r = c
+        .reserve_stock(bearer(reserve(&new_order(), vec![no_product]), &order))
+        .await;
+    invalid(r, &["items[0].product"]);
+    let r = c
+        .reserve_stock(bearer(reserve(&new_order(), vec![]), &order))
+        .await;
+    invalid(r, &["items"]);
+    for n in [101, 10_000] {
+        let many = (0..n).map(|i| item(&format!("S{i}"), 1)).collect();
+        let r = c
+            .reserve_stock(bearer(reserve(&new_order(), many), &order))
+            .await;
+        invalid(r, &["items"]);
+    }
+
+    // ListProducts: sizes and tokens (a cursor is a SKU, checked as one).
+    for size in [i32::MIN, -1] {
+        let r = c
+            .list_products(bearer(
+                pb::ListProductsRequest {
+                    page_size: size,
+                    page_token: String::new(),
+                },
+                &admin,
+            ))
+            .await;
+        invalid(r, &["page_size"]);
+    }
+    let page = c
+        .list_products(bearer(
+            pb::ListProductsRequest {
+                page_size: i32::MAX,
+                page_token: String::new(),
+            },
+            &admin,
+        ))
+        .await
+        .expect("the largest page size is clamped")
+        .into_inner();
+    assert_eq!(page.products.len(), 2);
+    let forged = |cursor: &str| emporium_common::paging::encode_token("products.v1", cursor);
+    for token in [
+        "\0".to_owned(),
+        "t".repeat(1 << 20),
+        forged("\0"),
+        forged("mug"),
+        forged("MUG\0"),
+        forged("🦀"),
+    ] {
+        let r = c
+            .list_products(bearer(
+                pb::ListProductsRequest {
+                    page_size: 1,
+                    page_token: token,
+                },
+                &admin,
+            ))
+            .await;
+        invalid(r, &["page_token"]);
+    }
+
+    // Nothing of it changed any stock, and the service answers normally.
+    app.untouched("MUG", 10).await;
+    let r = c
+        .reserve_stock(bearer(reserve(&new_order(), vec![item("MUG", 10)]), &order))
+        .await
+        .expect("a normal reservation after all of it");
+    assert_eq!(r.into_inner().reservation.unwrap().lines[0].quantity, 10);
+}
+
+async fn hostile_import_rows_are_reported_and_nothing_else_changes(db: TestDb) {
+    let mut app = app(db).await;
+    app.stocked("MUG", 1299, 10).await;
+    let admin = admin_token();
+    let mut c = app.client.clone();
+    let row = |sku: &str, quantity: i64| pb::ImportStockRequest {
+        sku: sku.into(),
+        quantity,
+        ..Default::default()
+    };
+    let creating =
+        |sku: &str, name: &str, price: Option<pb_common::Money>| pb::ImportStockRequest {
+            name: Some(name.into()),
+            description: Some("\0".into()),
+            unit_price: price,
+            ..row(sku, 1)
+        };
+    let mut rows = vec![pb::ImportStockRequest {
+        idempotency_key: "hostile-import".into(),
+        ..row("MUG", 1)
+    }];
+    rows.extend(bad_skus().into_iter().map(|s| row(&s, 1)));
+    rows.extend([i64::MIN, -1, i64::MAX, 1_000_000_001].map(|q| row("MUG", q)));
+    rows.push(creating("NEW", "\0", eur(i64::MAX)));
+    rows.push(creating(
+        "NEW",
+        "New",
+        Some(pb_common::Money {
+            currency_code: "\0".into(),
+            units: 1,
+        }),
+    ));
+    rows.push(pb::ImportStockRequest {
+        idempotency_key: "hostile-import".into(),
+        ..row("MUG", 2)
+    });
+    let received = rows.len() as i64;
+    let summary = c
+        .import_stock(bearer(futures::stream::iter(rows), &admin))
+        .await
+        .expect("bad rows are reported, not fatal")
+        .into_inner();
+    assert_eq!(summary.rows_received, received);
+    assert_eq!((summary.rows_applied, summary.units_added), (2, 3));
+    assert_eq!(summary.failed_rows.len() as i64, received - 2);
+    for f in &summary.failed_rows {
+        let e = f.error.as_ref().expect("each failed row says why");
+        assert!(
+            [Code::InvalidArgument, Code::NotFound].contains(&Code::from_i32(e.code)),
+            "row {}: {e:?}",
+            f.row_number
+        );
+        assert_no_leak(&e.message);
+    }
+    // The failed rows' SKUs come back exactly as sent, NUL and all.
+    assert_eq!(summary.failed_rows[1].sku, "\0");
+
+    // Whole-call errors: a hostile key in the first message, or a second key.
+    for key in bad_keys() {
+        let r = c
+            .import_stock(bearer(
+                futures::stream::iter([pb::ImportStockRequest {
+                    idempotency_key: key,
+                    ..row("MUG", 1)
+                }]),
+                &admin,
+            ))
+            .await;
+        invalid(r, &["idempotency_key"]);
+    }
+    let r = c
+        .import_stock(bearer(
+            futures::stream::iter([
+                pb::ImportStockRequest {
+                    idempotency_key: "k1".into(),
+                    ..row("MUG", 1)
+                },
+                pb::ImportStockRequest {
+                    idempotency_key: "k1\0".into(),
+                    ..row("MUG", 1)
+                },
+            ]),
+            &admin,
+        ))
+        .await;
+    invalid(r, &["idempotency_key"]);
+
+    // A replay of the hostile import returns the stored summary, byte for byte.
+    let mut rows = vec![pb::ImportStockRequest {
+        idempotency_key: "hostile-import".into(),
+        ..row("MUG", 1)
+    }];
+    rows.extend(bad_skus().into_iter().map(|s| row(&s, 1)));
+    rows.extend([i64::MIN, -1, i64::MAX, 1_000_000_001].map(|q| row("MUG", q)));
+    rows.push(creating("NEW", "\0", eur(i64::MAX)));
+    rows.push(creating(
+        "NEW",
+        "New",
+        Some(pb_common::Money {
+            currency_code: "\0".into(),
+            units: 1,
+        }),
+    ));
+    rows.push(pb::ImportStockRequest {
+        idempotency_key: "hostile-import".into(),
+        ..row("MUG", 2)
+    });
+    let replay = c
+        .import_stock(bearer(futures::stream::iter(rows), &admin))
+        .await
+        .expect("a replay")
+        .into_inner();
+    assert_eq!(replay, summary);
+    app.untouched("MUG", 13).await;
+}
+
+// ---- 3. generated hostile requests ----
+
+/// Text a client could send: fixed nasties, arbitrary unicode (NUL and control
+/// characters included), long runs, and well-formed values.
+fn text(valid: impl Strategy<Value = String> + 'static) -> BoxedStrategy<String> {
+    prop_oneof![
+        3 => prop::sample::select(vec![
+            "", " ", "\0", "a\0b", "\u{202E}abc", "\u{200B}", "\u{FEFF}", "👩‍👩‍👧‍👦",
+            "e\u{301}\u{302}", "\r\n", "' OR 1=1 --", "%s%n", "../..", "\u{10FFFF}", "ＭＵＧ",
+        ])
+        .prop_map(str::to_owned),
+        3 => any::<String>(),
+        2 => prop::collection::vec(any::<char>(), 0..64).prop_map(String::from_iter),
+        1 => (0usize..12_000, any::<char>()).prop_map(|(n, c)| c.to_string().repeat(n)),
+        24 => valid,
+    ]
+    .boxed()
+}
+
+/// Integers: the extremes, the edges of every range in the API, anything.
+fn int() -> BoxedStrategy<i64> {
+    prop_oneof![
+        2 => prop::sample::select(vec![
+            i64::MIN, i64::MIN + 1, -1_000_000_001, -1_000_000_000, -1, 0, 1, 10_000, 10_001,
+            1_000_000_000, 1_000_000_001, 1_000_000_000_000, 1_000_000_000_001, i64::MAX,
+        ]),
+        2 => any::<i64>(),
+        3 => 1..20i64,
+    ]
+    .boxed()
+}
+
+fn sku() -> BoxedStrategy<String> {
+    text(prop_oneof![Just("MUG".to_owned()), "[A-Z0-9_-]{1,8}"])
+}
+
+fn key() -> BoxedStrategy<String> {
+    text("[ -~]{1,24}")
+}
+
+fn price() -> BoxedStrategy<Option<pb_common::Money>> {
+    prop::option::weighted(
+        0.9,
+        (text(prop_oneof![Just("EUR".to_owned()), "[A-Z]{3}"]), int()).prop_map(
+            |(currency_code, units)| pb_common::Money {
+                currency_code,
+                units,
+            },
+        ),
+    )
+    .boxed()
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Create(pb::CreateProductRequest),
+    Get(pb::GetProductRequest),
+    List(pb::ListProductsRequest),
+    Adjust(pb::AdjustStockRequest),
+    Import(Vec<pb::ImportStockRequest>),
+    Reserve(pb::ReserveStockRequest),
+    Commit(pb::CommitReservationRequest),
+    Release(pb::ReleaseReservationRequest),
+}
+
+fn op(product_id: String, order_id: String) -> impl Strategy<Value = Op> {
+    let id = move |known: String| {
+        text(prop_oneof![
+            Just(known),
+            any::<u128>().prop_map(|n| Uuid::from_u128(n).to_string()),
+        ])
+    };
+    let create = (sku(), text("[A-Za-z ]{1,20}"), text("[ -~]{0,40}"), price()).prop_map(
+        |(sku, name, description, unit_price)| {
+            Op::Create(pb::CreateProductRequest {
+                sku,
+                name,
+                description,
+                unit_price,
+            })
+        },
+    );
+    use pb::{adjust_stock_request as adj, get_product_request as get, reserve_stock_item as res};
+    let get = prop::option::of(prop_oneof![
+        id(product_id.clone()).prop_map(get::Product::ProductId),
+        sku().prop_map(get::Product::Sku),
+    ])
+    .prop_map(|product| Op::Get(pb::GetProductRequest { product }));
+    let list = (
+        prop_oneof![any::<i32>(), -2..600i32],
+        text(Just(String::new())),
+    )
+        .prop_map(|(page_size, page_token)| {
+            Op::List(pb::ListProductsRequest {
+                page_size,
+                page_token,
+            })
+        });
+    let adjust_product = prop::option::of(prop_oneof![
+        id(product_id.clone()).prop_map(adj::Product::ProductId),
+        sku().prop_map(adj::Product::Sku),
+    ]);
+    let adjust = (adjust_product, int(), text("[a-z ]{1,20}"), key()).prop_map(
+        |(product, delta, reason, idempotency_key)| {
+            Op::Adjust(pb::AdjustStockRequest {
+                product,
+                delta,
+                reason,
+                idempotency_key,
+            })
+        },
+    );
+    let import_row = (
+        key(),
+        sku(),
+        int(),
+        prop::option::of(text("[A-Za-z]{1,9}")),
+        prop::option::of(text("[a-z]{0,9}")),
+        price(),
+    )
+        .prop_map(
+            |(idempotency_key, sku, quantity, name, description, unit_price)| {
+                pb::ImportStockRequest {
+                    idempotency_key,
+                    sku,
+                    quantity,
+                    name,
+                    description,
+                    unit_price,
+                }
+            },
+        );
+    let import = prop::collection::vec(import_row, 0..6).prop_map(Op::Import);
+    let item = (
+        prop::option::of(prop_oneof![
+            id(product_id).prop_map(res::Product::ProductId),
+            sku().prop_map(res::Product::Sku),
+        ]),
+        int(),
+    )
+        .prop_map(|(product, quantity)| pb::ReserveStockItem { product, quantity });
+    let items = prop_oneof![
+        8 => prop::collection::vec(item, 0..4),
+        1 => (0usize..300).prop_map(|n| (0..n).map(|i| crate::item(&format!("S{i}"), 1)).collect()),
+    ];
+    let reserve = (id(order_id.clone()), items)
+        .prop_map(|(order_id, items)| Op::Reserve(pb::ReserveStockRequest { order_id, items }));
+    let commit = id(order_id.clone())
+        .prop_map(|order_id| Op::Commit(pb::CommitReservationRequest { order_id }));
+    let release =
+        id(order_id).prop_map(|order_id| Op::Release(pb::ReleaseReservationRequest { order_id }));
+    prop_oneof![create, get, list, adjust, import, reserve, commit, release]
+}
+
+/// The codes a hostile request may get; anything else (INTERNAL, UNKNOWN, a
+/// transport error) fails the property.
+const EXPECTED: [Code; 6] = [
+    Code::InvalidArgument,
+    Code::NotFound,
+    Code::AlreadyExists,
+    Code::FailedPrecondition,
+    Code::PermissionDenied,
+    Code::OutOfRange,
+];
+
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: 64,
+        failure_persistence: None,
+        rng_seed: RngSeed::Fixed(0x5EED_0002),
+        max_shrink_iters: 256,
+        ..ProptestConfig::default()
+    }
+}
+
+#[test]
+fn generated_hostile_requests_never_fail_internally() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut app = rt.block_on(app(TestDb::sqlite()));
+    let mug = rt.block_on(app.stocked("MUG", 1299, 1_000));
+    let order_id = new_order();
+    let (admin, order) = (admin_token(), order_service());
+    let client = app.client.clone();
+
+    proptest!(config(), |(op in op(mug.id.clone(), order_id.clone()))| {
+        let mut c = client.clone();
+        let (result, failed_rows) = rt.block_on(async {
+            match op {
+                Op::Create(r) => (c.create_product(bearer(r, &admin)).await.map(drop), vec![]),
+                Op::Get(r) => (c.get_product(bearer(r, &admin)).await.map(drop), vec![]),
+                Op::List(r) => (c.list_products(bearer(r, &admin)).await.map(drop), vec![]),
+                Op::Adjust(r) => (c.adjust_stock(bearer(r, &admin)).await.map(drop), vec![]),
+                Op::Import(rows) => {
+                    let r = c.import_stock(bearer(futures::stream::iter(rows), &admin)).await;
+                    match r {
+                        Ok(r) => (Ok(()), r.into_inner().failed_rows),
+                        Err(s) => (Err(s), vec![]),
+                    }
+                }
+                Op::Reserve(r) => (c.reserve_stock(bearer(r, &order)).await.map(drop), vec![]),
+                Op::Commit(r) => (c.commit_reservation(bearer(r, &order)).await.map(drop), vec![]),
+                Op::Release(r) => (c.release_reservation(bearer(r, &order)).await.map(drop), vec![]),
+            }
+        });
+        if let Err(s) = result {
+            prop_assert!(EXPECTED.contains(&s.code()), "unexpected status {s:?}");
+            scan(&s);
+        }
+        for f in failed_rows {
+            let e = f.error.expect("each failed row says why");
+            prop_assert!(
+                [Code::InvalidArgument, Code::NotFound].contains(&Code::from_i32(e.code)),
+                "unexpected row error {e:?}"
+            );
+            assert_no_leak(&e.message);
+        }
+    });
+
+    // Every counter still balances, and a normal call works.
+    rt.block_on(async {
+        app.levels().await;
+        let p = app.product("MUG").await;
+        assert_eq!(p.id, mug.id);
+    });
+}

@@ -1,0 +1,862 @@
+//! Hostile input: malformed protobuf, wrong wire types, unknown enum values,
+//! oversized messages, extreme integers, empty, overlong, NUL and unicode text,
+//! in unary and server-streaming calls. Every answer is a proper gRPC status
+//! whose message leaks nothing internal, no saga starts for a refused request,
+//! and a normal call on the same connection works right after.
+
+use std::{
+    convert::Infallible,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use emporium_common::{
+    auth::Role,
+    rpc::{Channel, Code, Status, StatusExt as _},
+};
+use emporium_testkit::{TestDb, assert_no_leak, backend_tests, bearer, tokens};
+use http_body::{Body as _, Frame};
+use pb::order_service_client::OrderServiceClient;
+use proptest::{prelude::*, test_runner::RngSeed};
+use prost::Message as _;
+use tonic::{body::Body, codegen::Bytes};
+use tower::ServiceExt as _;
+use uuid::Uuid;
+
+use crate::{Stack, pb, stack, status};
+
+backend_tests!(hostile_values_are_refused_field_by_field);
+
+const SVC: &str = "/emporium.order.v1.OrderService";
+
+/// The server's receive limit (`server.max_message_bytes`, default 4 MiB).
+const LIMIT: usize = 4 * 1024 * 1024;
+
+/// The fields named by a status's BadRequest detail.
+fn violated_fields(s: &Status) -> Vec<String> {
+    s.get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
+// ---- helpers (each service's hostile tests carry their own copy) ----
+
+/// Fails when a status, its message or its details leak internals.
+#[track_caller]
+fn scan(s: &Status) {
+    assert_no_leak(s.message());
+    assert_no_leak(&String::from_utf8_lossy(s.details()));
+}
+
+/// Asserts the error code, scans the status, and returns it.
+#[track_caller]
+fn refused<T: std::fmt::Debug>(r: Result<T, Status>, code: Code) -> Status {
+    let s = r.expect_err("expected an error status");
+    assert_eq!(s.code(), code, "{s:?}");
+    scan(&s);
+    s
+}
+
+/// Asserts INVALID_ARGUMENT with a BadRequest naming exactly `fields`.
+#[track_caller]
+fn invalid<T: std::fmt::Debug>(r: Result<T, Status>, fields: &[&str]) {
+    let s = refused(r, Code::InvalidArgument);
+    assert_eq!(violated_fields(&s), fields, "{s:?}");
+}
+
+/// A request body sent as one HTTP/2 DATA frame.
+struct Once(Option<Bytes>);
+
+impl http_body::Body for Once {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.0.take().map(|b| Ok(Frame::data(b))))
+    }
+}
+
+/// A gRPC length-prefixed message: `flag`, then `len` (which may lie), then `bytes`.
+fn frame(flag: u8, len: u32, bytes: &[u8]) -> Vec<u8> {
+    let mut out = vec![flag];
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// An honest uncompressed frame around `bytes`.
+fn framed(bytes: &[u8]) -> Vec<u8> {
+    frame(0, bytes.len().try_into().unwrap(), bytes)
+}
+
+/// POSTs `body` as is (framing included) to `path` over `channel`: a hand-made
+/// gRPC request on the real HTTP/2 connection. Returns the response message or
+/// the status; a transport failure or a non-gRPC answer fails the test.
+async fn raw(
+    channel: &Channel,
+    path: &str,
+    token: Option<&str>,
+    body: Vec<u8>,
+) -> Result<Vec<u8>, Status> {
+    let mut req = http::Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = req.body(Body::new(Once(Some(body.into())))).unwrap();
+    let resp = channel
+        .clone()
+        .oneshot(req)
+        .await
+        .expect("the connection survives a hostile request");
+    assert_eq!(
+        resp.status(),
+        http::StatusCode::OK,
+        "a gRPC answer, not an HTTP error"
+    );
+    if let Some(s) = Status::from_header_map(resp.headers()) {
+        // Trailers-only: an error before any message.
+        return if s.code() == Code::Ok {
+            Ok(Vec::new())
+        } else {
+            Err(s)
+        };
+    }
+    let mut body = resp.into_body();
+    let (mut data, mut trailers) = (Vec::new(), None);
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        match frame.expect("response body").into_data() {
+            Ok(d) => data.extend_from_slice(&d),
+            Err(f) => trailers = f.into_trailers().ok(),
+        }
+    }
+    let status = Status::from_header_map(&trailers.expect("trailers")).expect("grpc-status");
+    match status.code() {
+        Code::Ok => Ok(data.get(5..).unwrap_or_default().to_vec()),
+        _ => Err(status),
+    }
+}
+
+/// A new admin's token.
+fn admin_token() -> String {
+    tokens()
+        .issue(Uuid::now_v7(), &[Role::Customer, Role::Admin])
+        .unwrap()
+        .token
+}
+
+/// CreateOrderRequest with `items` (field 2, repeated messages) as a varint and
+/// `payment_method` (field 3, a string) as a fixed32.
+#[derive(Clone, PartialEq, prost::Message)]
+struct WrongTypes {
+    #[prost(uint64, tag = "2")]
+    items: u64,
+    #[prost(fixed32, tag = "3")]
+    payment_method: u32,
+}
+
+/// ListOrdersRequest with `status` (field 2, an enum) as a string.
+#[derive(Clone, PartialEq, prost::Message)]
+struct StatusAsText {
+    #[prost(string, tag = "2")]
+    status: String,
+}
+
+/// ListOrdersRequest as the wire carries it: an enum is a plain varint, so any
+/// number arrives.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawListOrders {
+    #[prost(int64, tag = "2")]
+    status: i64,
+}
+
+/// Bytes from a fixed-seed xorshift: "random" garbage, the same on every run.
+fn garbage(n: usize, mut seed: u64) -> Vec<u8> {
+    (0..n)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect()
+}
+
+fn create(items: &[(&str, i64)], method: &str, key: &str) -> pb::CreateOrderRequest {
+    pb::CreateOrderRequest {
+        user_id: String::new(),
+        items: items
+            .iter()
+            .map(|(sku, quantity)| pb::CreateOrderItem {
+                sku: (*sku).into(),
+                quantity: *quantity,
+            })
+            .collect(),
+        payment_method: method.into(),
+        idempotency_key: key.into(),
+    }
+}
+
+impl Stack {
+    /// Settles every saga, checks every invariant, and asserts how many orders
+    /// were confirmed and cancelled.
+    async fn settled(&self, confirmed: usize, cancelled: usize) {
+        let t = self.settle_and_check().await;
+        assert_eq!((t.confirmed, t.cancelled), (confirmed, cancelled));
+    }
+}
+
+// ---- 1. malformed bytes through a real socket ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_bytes_get_a_grpc_error_and_the_connection_keeps_working() {
+    let s = stack(TestDb::sqlite()).await;
+    s.product("MUG-1", 1_000, 5).await;
+    let placed = s
+        .place(&[("MUG-1", 1)], "pm_card_ok", "raw-1")
+        .await
+        .unwrap();
+    let channel = s.order.channel().await;
+    let mut client = OrderServiceClient::new(channel.clone());
+    let token = s.customer_token.clone();
+    let path = |m: &str| format!("{SVC}/{m}");
+
+    let wrong_types = WrongTypes {
+        items: 1,
+        payment_method: 2,
+    }
+    .encode_to_vec();
+    let status_text = StatusAsText {
+        status: "ORDER_STATUS_CONFIRMED".into(),
+    }
+    .encode_to_vec();
+    // CreateOrderRequest.items[0] whose quantity (field 2) is an unterminated varint.
+    let item_garbage = vec![0x12, 0x03, 0x10, 0xff, 0xff];
+    // WatchOrderUpdatesRequest.user_orders (field 2) claims 80 bytes; 2 follow.
+    let truncated = vec![0x12, 80, 0x0a, 0x00];
+    let message = pb::GetOrderRequest::default().encode_to_vec();
+
+    // (what, method, request body, code tonic answers). tonic refuses these
+    // before any handler runs, with messages of its own: for protobuf errors,
+    // prost's text naming the message, field and wire type. Only the leak
+    // markers are checked here.
+    let cases: Vec<(&str, &str, Vec<u8>, Code)> = vec![
+        (
+            "repeated message as varint, string as fixed32",
+            "CreateOrder",
+            framed(&wrong_types),
+            Code::Internal,
+        ),
+        (
+            "unterminated varint in a repeated message",
+            "CreateOrder",
+            framed(&item_garbage),
+            Code::Internal,
+        ),
+        (
+            "enum as a string",
+            "ListOrders",
+            framed(&status_text),
+            Code::Internal,
+        ),
+        (
+            "truncated oneof message, server streaming",
+            "WatchOrderUpdates",
+            framed(&truncated),
+            Code::Internal,
+        ),
+        (
+            "random garbage, server streaming",
+            "WatchOrderUpdates",
+            framed(&garbage(2048, 0x5eed)),
+            Code::Internal,
+        ),
+        (
+            "random garbage",
+            "CreateOrder",
+            framed(&garbage(2048, 0xbad)),
+            Code::Internal,
+        ),
+        (
+            "frame shorter than its length prefix",
+            "GetOrder",
+            frame(0, 64, &message),
+            Code::Internal,
+        ),
+        (
+            "compressed flag without grpc-encoding",
+            "CancelOrder",
+            frame(1, 0, &[]),
+            Code::Internal,
+        ),
+        (
+            "length prefix of 4 GiB",
+            "CreateOrder",
+            frame(0, u32::MAX, &[]),
+            Code::OutOfRange,
+        ),
+    ];
+    for (what, method, body, code) in cases {
+        let st = raw(&channel, &path(method), Some(&token), body)
+            .await
+            .expect_err(what);
+        assert_eq!(st.code(), code, "{what}: {st:?}");
+        scan(&st);
+        // The same connection still serves a normal call.
+        let got = client
+            .get_order(bearer(
+                pb::GetOrderRequest {
+                    order_id: placed.id.clone(),
+                },
+                &token,
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("normal call after {what}: {e:?}"));
+        assert_eq!(got.into_inner().order.unwrap().id, placed.id);
+    }
+
+    // Enums travel as plain varints: an unknown status reaches the handler and
+    // is refused by name. Wider values are cut to 32 bits as protobuf says
+    // (2^31 becomes i32::MIN, -2^31 - 1 becomes i32::MAX; i64::MIN would become
+    // 0, "any status").
+    for n in [42, -1, i64::from(i32::MAX) + 1, i64::from(i32::MIN) - 1] {
+        let body = framed(&RawListOrders { status: n }.encode_to_vec());
+        let st = raw(&channel, &path("ListOrders"), Some(&token), body)
+            .await
+            .expect_err("an unknown status");
+        assert_eq!(st.code(), Code::InvalidArgument, "{n}: {st:?}");
+        assert_eq!(violated_fields(&st), ["status"], "{n}");
+        scan(&st);
+    }
+    s.settled(1, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_messages_are_out_of_range_and_the_connection_keeps_working() {
+    let s = stack(TestDb::sqlite()).await;
+    s.product("MUG-1", 1_000, 5).await;
+    let mut client = s.orders().await;
+    let token = s.customer_token.clone();
+
+    let big = create(&[("MUG-1", 1)], "pm_card_ok", &"k".repeat(LIMIT + 1));
+    refused(
+        client.create_order(bearer(big, &token)).await,
+        Code::OutOfRange,
+    );
+    let reason = "r".repeat(LIMIT + 1);
+    let cancel = pb::CancelOrderRequest {
+        order_id: Uuid::now_v7().to_string(),
+        reason,
+    };
+    refused(
+        client.cancel_order(bearer(cancel, &token)).await,
+        Code::OutOfRange,
+    );
+    // Just under the limit: decoded, then refused by validation.
+    let under = create(&[("MUG-1", 1)], &"p".repeat(LIMIT - 64), "k");
+    invalid(
+        client.create_order(bearer(under, &token)).await,
+        &["payment_method"],
+    );
+    // The same connection places a normal order.
+    let o = client
+        .create_order(bearer(
+            create(&[("MUG-1", 2)], "pm_card_ok", "after-big"),
+            &token,
+        ))
+        .await
+        .expect("a normal order after oversized ones")
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(status(&o), pb::OrderStatus::Confirmed);
+    s.settled(1, 0).await;
+}
+
+// ---- 2. hostile values through the generated client ----
+
+/// Ids that are not the canonical hyphenated UUID, in every hostile shape.
+fn bad_ids(valid: &str) -> Vec<String> {
+    vec![
+        "\0".into(),
+        format!("{valid}\0"),
+        format!("\0{}", &valid[1..]),
+        format!("{}é", &valid[..34]),
+        format!("\u{202E}{}", &valid[3..]),
+        format!("{}🦀", &valid[..32]),
+        format!("{}\u{0301}", &valid[..34]),
+        valid.replace('0', "０"),
+        "x".repeat(10_000),
+        "a".repeat(1 << 20),
+        "' OR '1'='1".into(),
+    ]
+}
+
+/// Idempotency keys that are not 1 to 128 printable ASCII characters.
+fn bad_keys() -> Vec<String> {
+    vec![
+        String::new(),
+        "\0".into(),
+        "key\0".into(),
+        "tab\t".into(),
+        "del\u{7f}".into(),
+        "ключ".into(),
+        "🔑".into(),
+        "\u{202E}key".into(),
+        "k".repeat(129),
+        "k".repeat(1 << 20),
+    ]
+}
+
+async fn hostile_values_are_refused_field_by_field(db: TestDb) {
+    let s = stack(db).await;
+    s.product("MUG-1", 1_000, 100).await;
+    let mut c = s.orders().await;
+    let token = s.customer_token.clone();
+    let admin = admin_token();
+    let me = s.customer.to_string();
+    let confirmed = s
+        .place(&[("MUG-1", 1)], "pm_card_ok", "k-ok")
+        .await
+        .unwrap();
+
+    // CreateOrder: ids, items, quantities, SKUs, methods, keys.
+    let ok = |key: &str| create(&[("MUG-1", 1)], "pm_card_ok", key);
+    for id in bad_ids(&me) {
+        let r = c
+            .create_order(bearer(
+                pb::CreateOrderRequest {
+                    user_id: id.clone(),
+                    ..ok("k-user")
+                },
+                &token,
+            ))
+            .await;
+        invalid(r, &["user_id"]);
+    }
+    for q in [0, -1, i64::MIN, i64::MAX, 10_001] {
+        let r = c
+            .create_order(bearer(create(&[("MUG-1", q)], "pm_card_ok", "k-q"), &token))
+            .await;
+        invalid(r, &["items[0].quantity"]);
+    }
+    for sku in [
+        "",
+        "\0",
+        "MUG-1\0",
+        "mug-1",
+        "ＭＵＧ",
+        "M\u{0301}UG",
+        "\u{202E}1-GUM",
+        "🦀",
+        &"M".repeat(65),
+        &"M".repeat(1 << 20),
+    ] {
+        let r = c
+            .create_order(bearer(create(&[(sku, 1)], "pm_card_ok", "k-sku"), &token))
+            .await;
+        invalid(r, &["items[0].sku"]);
+    }
+    invalid(
+        c.create_order(bearer(create(&[], "pm_card_ok", "k-none"), &token))
+            .await,
+        &["items"],
+    );
+    let many: Vec<String> = (0..10_000).map(|i| format!("S-{i}")).collect();
+    for n in [101, 10_000] {
+        let items: Vec<(&str, i64)> = many[..n].iter().map(|s| (s.as_str(), 1)).collect();
+        let r = c
+            .create_order(bearer(create(&items, "pm_card_ok", "k-many"), &token))
+            .await;
+        invalid(r, &["items"]);
+    }
+    for method in [
+        "",
+        "\0",
+        "pm_card_ok\0",
+        "pm card ok",
+        "pm_card_οk", // Greek omicron
+        "\u{202E}ko_drac_mp",
+        &"p".repeat(65),
+    ] {
+        let r = c
+            .create_order(bearer(create(&[("MUG-1", 1)], method, "k-method"), &token))
+            .await;
+        invalid(r, &["payment_method"]);
+    }
+    for key in bad_keys() {
+        let r = c.create_order(bearer(ok(&key), &token)).await;
+        invalid(r, &["idempotency_key"]);
+    }
+    // A well-formed method the payment service does not know is a business
+    // failure: the order is cancelled, and says why without internals.
+    let odd = s
+        .place(&[("MUG-1", 1)], "pm_card_$(rm)", "k-odd")
+        .await
+        .expect("an order with an unknown method");
+    assert_eq!(status(&odd), pb::OrderStatus::Cancelled);
+    assert_eq!(
+        pb::CancelReason::try_from(odd.cancel_reason).unwrap(),
+        pb::CancelReason::PaymentMethodInvalid
+    );
+    assert_no_leak(&odd.cancel_detail);
+
+    // GetOrder, CancelOrder and WatchOrderUpdates name the bad id.
+    use pb::watch_order_updates_request::Target;
+    for id in bad_ids(&confirmed.id) {
+        let r = c
+            .get_order(bearer(
+                pb::GetOrderRequest {
+                    order_id: id.clone(),
+                },
+                &token,
+            ))
+            .await;
+        invalid(r, &["order_id"]);
+        let r = c
+            .cancel_order(bearer(
+                pb::CancelOrderRequest {
+                    order_id: id.clone(),
+                    reason: String::new(),
+                },
+                &token,
+            ))
+            .await;
+        invalid(r, &["order_id"]);
+        let watch = |target| pb::WatchOrderUpdatesRequest {
+            target: Some(target),
+        };
+        let r = c
+            .watch_order_updates(bearer(watch(Target::OrderId(id.clone())), &token))
+            .await;
+        invalid(r, &["order_id"]);
+        let r = c
+            .watch_order_updates(bearer(
+                watch(Target::UserOrders(pb::UserOrders { user_id: id })),
+                &token,
+            ))
+            .await;
+        invalid(r, &["user_orders.user_id"]);
+    }
+    invalid(
+        c.watch_order_updates(bearer(
+            pb::WatchOrderUpdatesRequest { target: None },
+            &token,
+        ))
+        .await,
+        &["target"],
+    );
+
+    // CancelOrder reasons: overlong and control characters are refused, and
+    // nothing is cancelled; unicode text is kept exactly.
+    for reason in ["\0", "a\0b", "bell\u{7}", &"r".repeat(501)] {
+        let r = c
+            .cancel_order(bearer(
+                pb::CancelOrderRequest {
+                    order_id: confirmed.id.clone(),
+                    reason: reason.into(),
+                },
+                &token,
+            ))
+            .await;
+        invalid(r, &["reason"]);
+    }
+    let got = c
+        .get_order(bearer(
+            pb::GetOrderRequest {
+                order_id: confirmed.id.clone(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(status(&got), pb::OrderStatus::Confirmed);
+    let reason = "Zu spät 🕰 e\u{301} 注文";
+    let cancelled = c
+        .cancel_order(bearer(
+            pb::CancelOrderRequest {
+                order_id: confirmed.id.clone(),
+                reason: reason.into(),
+            },
+            &token,
+        ))
+        .await
+        .expect("a unicode reason")
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(status(&cancelled), pb::OrderStatus::Cancelled);
+    assert_eq!(cancelled.cancel_detail, reason);
+
+    // ListOrders: unknown statuses, page sizes, page tokens.
+    for st in [42, -1, i32::MAX, i32::MIN] {
+        let r = c
+            .list_orders(bearer(
+                pb::ListOrdersRequest {
+                    status: st,
+                    ..Default::default()
+                },
+                &token,
+            ))
+            .await;
+        invalid(r, &["status"]);
+    }
+    for size in [i32::MIN, -1] {
+        let r = c
+            .list_orders(bearer(
+                pb::ListOrdersRequest {
+                    page_size: size,
+                    ..Default::default()
+                },
+                &token,
+            ))
+            .await;
+        invalid(r, &["page_size"]);
+    }
+    let page = c
+        .list_orders(bearer(
+            pb::ListOrdersRequest {
+                page_size: i32::MAX,
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .expect("the largest page size is clamped")
+        .into_inner();
+    assert_eq!(page.orders.len(), 2);
+    // Well-formed tokens for this listing (the format is public knowledge)
+    // whose cursor is hostile, and plain garbage.
+    let forged = |cursor: &str| emporium_common::paging::encode_token("orders.v1", cursor);
+    for t in [
+        "\0".to_owned(),
+        "t".repeat(1 << 20),
+        forged("garbage"),
+        forged("1/\0"),
+        forged(&format!("{}/{}\0", i64::MAX, confirmed.id)),
+        forged("1/\u{202E}🦀"),
+    ] {
+        let r = c
+            .list_orders(bearer(
+                pb::ListOrdersRequest {
+                    page_size: 10,
+                    page_token: t.clone(),
+                    ..Default::default()
+                },
+                &token,
+            ))
+            .await;
+        let st = r.expect_err(&format!("{t:?}"));
+        assert_eq!(st.code(), Code::InvalidArgument, "{t:?}: {st:?}");
+        assert_eq!(violated_fields(&st), ["page_token"]);
+        scan(&st);
+    }
+
+    // Only the valid orders ran their sagas; every invariant holds.
+    s.settled(0, 2).await;
+    let o = s
+        .place(&[("MUG-1", 3)], "pm_card_ok", "k-after")
+        .await
+        .expect("a normal order after all of it");
+    assert_eq!(status(&o), pb::OrderStatus::Confirmed);
+}
+
+// ---- 3. generated hostile requests ----
+
+/// Text a client could send: fixed nasties, arbitrary unicode (NUL and control
+/// characters included), long runs, and well-formed values.
+fn text(valid: impl Strategy<Value = String> + 'static) -> BoxedStrategy<String> {
+    prop_oneof![
+        3 => prop::sample::select(vec![
+            "", " ", "\0", "a\0b", "\u{202E}abc", "\u{200B}", "\u{FEFF}", "👩‍👩‍👧‍👦",
+            "e\u{301}\u{302}", "\r\n", "' OR 1=1 --", "%s%n", "../..", "\u{10FFFF}",
+        ])
+        .prop_map(str::to_owned),
+        3 => any::<String>(),
+        2 => prop::collection::vec(any::<char>(), 0..64).prop_map(String::from_iter),
+        1 => (0usize..12_000, any::<char>()).prop_map(|(n, c)| c.to_string().repeat(n)),
+        24 => valid,
+    ]
+    .boxed()
+}
+
+fn quantity() -> BoxedStrategy<i64> {
+    prop_oneof![
+        2 => prop::sample::select(vec![i64::MIN, -1, 0, 1, 10_000, 10_001, i64::MAX]),
+        1 => any::<i64>(),
+        6 => 1..4i64,
+    ]
+    .boxed()
+}
+
+fn id(known: Vec<String>) -> BoxedStrategy<String> {
+    text(prop_oneof![
+        prop::sample::select(known),
+        any::<u128>().prop_map(|n| Uuid::from_u128(n).to_string()),
+    ])
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Create(pb::CreateOrderRequest),
+    Get(pb::GetOrderRequest),
+    List(pb::ListOrdersRequest),
+    Cancel(pb::CancelOrderRequest),
+    Watch(pb::WatchOrderUpdatesRequest),
+}
+
+fn op(me: String, order: String) -> impl Strategy<Value = Op> {
+    let item = (
+        text(prop::sample::select(vec![
+            "MUG-1".to_owned(),
+            "MUG-2".to_owned(),
+            "NOPE".to_owned(),
+        ])),
+        quantity(),
+    )
+        .prop_map(|(sku, quantity)| pb::CreateOrderItem { sku, quantity });
+    let items = prop_oneof![
+        12 => prop::collection::vec(item, 0..4),
+        1 => (90usize..120).prop_map(|n| {
+            (0..n)
+                .map(|i| pb::CreateOrderItem { sku: format!("S-{i}"), quantity: 1 })
+                .collect()
+        }),
+    ];
+    let create = (
+        prop_oneof![3 => Just(String::new()), 1 => id(vec![me.clone()])],
+        items,
+        text(prop::sample::select(vec![
+            "pm_card_ok".to_owned(),
+            "pm_card_declined".to_owned(),
+            "pm_card_unknown".to_owned(),
+        ])),
+        text(prop_oneof![Just("fixed-key".to_owned()), "[!-~]{1,24}"]),
+    )
+        .prop_map(|(user_id, items, payment_method, idempotency_key)| {
+            Op::Create(pb::CreateOrderRequest {
+                user_id,
+                items,
+                payment_method,
+                idempotency_key,
+            })
+        });
+    let get =
+        id(vec![order.clone()]).prop_map(|order_id| Op::Get(pb::GetOrderRequest { order_id }));
+    let list = (
+        text(Just(String::new())),
+        prop_oneof![0..4i32, any::<i32>()],
+        prop_oneof![any::<i32>(), -2..600i32],
+        text(Just(String::new())),
+    )
+        .prop_map(|(user_id, status, page_size, page_token)| {
+            Op::List(pb::ListOrdersRequest {
+                user_id,
+                status,
+                page_size,
+                page_token,
+            })
+        });
+    let cancel = (id(vec![order.clone()]), text("[a-z ]{0,20}"))
+        .prop_map(|(order_id, reason)| Op::Cancel(pb::CancelOrderRequest { order_id, reason }));
+    use pb::watch_order_updates_request::Target;
+    let watch = prop::option::of(prop_oneof![
+        id(vec![order]).prop_map(Target::OrderId),
+        text(prop_oneof![Just(String::new()), Just(me)])
+            .prop_map(|user_id| Target::UserOrders(pb::UserOrders { user_id })),
+    ])
+    .prop_map(|target| Op::Watch(pb::WatchOrderUpdatesRequest { target }));
+    prop_oneof![create, get, list, cancel, watch]
+}
+
+/// The codes a hostile request may get; anything else (INTERNAL, UNKNOWN, a
+/// transport error) fails the property.
+const EXPECTED: [Code; 6] = [
+    Code::InvalidArgument,
+    Code::NotFound,
+    Code::AlreadyExists,
+    Code::FailedPrecondition,
+    Code::PermissionDenied,
+    Code::OutOfRange,
+];
+
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: 64,
+        failure_persistence: None,
+        rng_seed: RngSeed::Fixed(0x5EED_0004),
+        max_shrink_iters: 128,
+        ..ProptestConfig::default()
+    }
+}
+
+#[test]
+fn generated_hostile_requests_never_fail_internally() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let s = rt.block_on(stack(TestDb::sqlite()));
+    let first = rt.block_on(async {
+        s.product("MUG-1", 1_000, 10_000).await;
+        s.product("MUG-2", 2_500, 3).await;
+        s.place(&[("MUG-1", 1)], "pm_card_ok", "first")
+            .await
+            .unwrap()
+    });
+    let client = rt.block_on(s.orders());
+    let token = s.customer_token.clone();
+
+    proptest!(config(), |(op in op(s.customer.to_string(), first.id.clone()))| {
+        let mut c = client.clone();
+        let result = rt.block_on(async {
+            match op {
+                Op::Create(r) => c.create_order(bearer(r, &token)).await.map(|r| r.into_inner().order),
+                Op::Get(r) => c.get_order(bearer(r, &token)).await.map(|r| r.into_inner().order),
+                Op::List(r) => c.list_orders(bearer(r, &token)).await.map(|_| None),
+                Op::Cancel(r) => c.cancel_order(bearer(r, &token)).await.map(|r| r.into_inner().order),
+                // The stream's first answer; the stream itself is dropped.
+                Op::Watch(r) => c.watch_order_updates(bearer(r, &token)).await.map(|_| None),
+            }
+        });
+        match result {
+            Ok(order) => {
+                // Business failures say why in words: those must not leak either.
+                if let Some(o) = order {
+                    assert_no_leak(&o.cancel_detail);
+                }
+            }
+            Err(st) => {
+                prop_assert!(EXPECTED.contains(&st.code()), "unexpected status {st:?}");
+                scan(&st);
+            }
+        }
+    });
+
+    // Every saga settled with every invariant holding, and a normal call works.
+    rt.block_on(async {
+        s.settle_and_check().await;
+        let o = client
+            .clone()
+            .create_order(bearer(
+                create(&[("MUG-1", 1)], "pm_card_ok", "last"),
+                &token,
+            ))
+            .await
+            .expect("a normal order after the run")
+            .into_inner()
+            .order
+            .unwrap();
+        assert_eq!(status(&o), pb::OrderStatus::Confirmed);
+    });
+}

@@ -1,0 +1,846 @@
+//! Hostile input: malformed protobuf, wrong wire types, oversized messages,
+//! extreme amounts, empty, overlong, NUL and unicode text. Every answer is a
+//! proper gRPC status whose message leaks nothing internal, no money moves, and
+//! a normal call on the same connection works right after.
+
+use std::{
+    convert::Infallible,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use emporium_common::{
+    auth::Role,
+    rpc::{Channel, Code, Status},
+};
+use emporium_testkit::{TestDb, assert_no_leak, backend_tests, bearer, tokens};
+use http_body::{Body as _, Frame};
+use pb::payment_service_client::PaymentServiceClient;
+use proptest::{prelude::*, test_runner::RngSeed};
+use prost::Message as _;
+use tonic::{body::Body, codegen::Bytes};
+use tower::ServiceExt as _;
+use uuid::Uuid;
+
+use crate::{App, app, charge_req, common_pb, eur, new_id, pb, refund_req, violated_fields};
+
+backend_tests!(hostile_values_are_refused_field_by_field);
+
+const SVC: &str = "/emporium.payment.v1.PaymentService";
+
+/// The server's receive limit (`server.max_message_bytes`, default 4 MiB).
+const LIMIT: usize = 4 * 1024 * 1024;
+
+// ---- helpers (each service's hostile tests carry their own copy) ----
+
+/// Fails when a status, its message or its details leak internals.
+#[track_caller]
+fn scan(s: &Status) {
+    assert_no_leak(s.message());
+    assert_no_leak(&String::from_utf8_lossy(s.details()));
+}
+
+/// Asserts the error code, scans the status, and returns it.
+#[track_caller]
+fn refused<T: std::fmt::Debug>(r: Result<T, Status>, code: Code) -> Status {
+    let s = r.expect_err("expected an error status");
+    assert_eq!(s.code(), code, "{s:?}");
+    scan(&s);
+    s
+}
+
+/// Asserts INVALID_ARGUMENT with a BadRequest naming exactly `fields`.
+#[track_caller]
+fn invalid<T: std::fmt::Debug>(r: Result<T, Status>, fields: &[&str]) {
+    let s = refused(r, Code::InvalidArgument);
+    assert_eq!(violated_fields(&s), fields, "{s:?}");
+}
+
+/// A request body sent as one HTTP/2 DATA frame.
+struct Once(Option<Bytes>);
+
+impl http_body::Body for Once {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.0.take().map(|b| Ok(Frame::data(b))))
+    }
+}
+
+/// A gRPC length-prefixed message: `flag`, then `len` (which may lie), then `bytes`.
+fn frame(flag: u8, len: u32, bytes: &[u8]) -> Vec<u8> {
+    let mut out = vec![flag];
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// An honest uncompressed frame around `bytes`.
+fn framed(bytes: &[u8]) -> Vec<u8> {
+    frame(0, bytes.len().try_into().unwrap(), bytes)
+}
+
+/// POSTs `body` as is (framing included) to `path` over `channel`: a hand-made
+/// gRPC request on the real HTTP/2 connection. Returns the response message or
+/// the status; a transport failure or a non-gRPC answer fails the test.
+async fn raw(
+    channel: &Channel,
+    path: &str,
+    token: Option<&str>,
+    body: Vec<u8>,
+) -> Result<Vec<u8>, Status> {
+    let mut req = http::Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = req.body(Body::new(Once(Some(body.into())))).unwrap();
+    let resp = channel
+        .clone()
+        .oneshot(req)
+        .await
+        .expect("the connection survives a hostile request");
+    assert_eq!(
+        resp.status(),
+        http::StatusCode::OK,
+        "a gRPC answer, not an HTTP error"
+    );
+    if let Some(s) = Status::from_header_map(resp.headers()) {
+        // Trailers-only: an error before any message.
+        return if s.code() == Code::Ok {
+            Ok(Vec::new())
+        } else {
+            Err(s)
+        };
+    }
+    let mut body = resp.into_body();
+    let (mut data, mut trailers) = (Vec::new(), None);
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        match frame.expect("response body").into_data() {
+            Ok(d) => data.extend_from_slice(&d),
+            Err(f) => trailers = f.into_trailers().ok(),
+        }
+    }
+    let status = Status::from_header_map(&trailers.expect("trailers")).expect("grpc-status");
+    match status.code() {
+        Code::Ok => Ok(data.get(5..).unwrap_or_default().to_vec()),
+        _ => Err(status),
+    }
+}
+
+/// The order service acting for `user`: the only caller of Charge and Refund.
+fn order_service(user: &str) -> String {
+    tokens()
+        .issue_service("order", Uuid::parse_str(user).unwrap(), &[Role::Customer])
+        .unwrap()
+        .token
+}
+
+/// A new admin's token.
+fn admin_token() -> String {
+    tokens()
+        .issue(Uuid::now_v7(), &[Role::Customer, Role::Admin])
+        .unwrap()
+        .token
+}
+
+/// ChargeRequest with `order_id` (field 1, a string) as a varint and `amount`
+/// (field 3, a Money) as a fixed64.
+#[derive(Clone, PartialEq, prost::Message)]
+struct WrongTypes {
+    #[prost(uint64, tag = "1")]
+    order_id: u64,
+    #[prost(fixed64, tag = "3")]
+    amount: u64,
+}
+
+/// ChargeRequest whose `amount` is raw bytes.
+#[derive(Clone, PartialEq, prost::Message)]
+struct AmountAsBytes {
+    #[prost(string, tag = "1")]
+    order_id: String,
+    #[prost(bytes = "vec", tag = "3")]
+    amount: Vec<u8>,
+}
+
+/// ListPaymentsRequest with `page_size` (field 3, an int32) as a string.
+#[derive(Clone, PartialEq, prost::Message)]
+struct PageSizeAsText {
+    #[prost(string, tag = "3")]
+    page_size: String,
+}
+
+/// Bytes from a fixed-seed xorshift: "random" garbage, the same on every run.
+fn garbage(n: usize, mut seed: u64) -> Vec<u8> {
+    (0..n)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect()
+}
+
+impl App {
+    /// Asserts that every per-order invariant of the ledger holds and that
+    /// `payments` payments were recorded in all.
+    async fn recorded(&self, payments: usize) {
+        let ledger = self.ledger().await;
+        let n: i64 = ledger
+            .iter()
+            .map(|l| l.successful_charges + l.declined_charges)
+            .sum();
+        assert_eq!(n, payments as i64, "{ledger:?}");
+    }
+}
+
+// ---- 1. malformed bytes through a real socket ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_bytes_get_a_grpc_error_and_the_connection_keeps_working() {
+    let mut app = app(TestDb::sqlite()).await;
+    let user = new_id();
+    let service = order_service(&user);
+    let paid = app.paid(&user, &service, 500).await;
+    let channel = app.svc.channel().await;
+    let mut client = PaymentServiceClient::new(channel.clone());
+    let admin = admin_token();
+    let path = |m: &str| format!("{SVC}/{m}");
+
+    let wrong_types = WrongTypes {
+        order_id: 1,
+        amount: 2,
+    }
+    .encode_to_vec();
+    // Money.units (field 2) as a varint that never ends.
+    let amount_garbage = AmountAsBytes {
+        order_id: new_id(),
+        amount: vec![0x10, 0xff, 0xff, 0xff],
+    }
+    .encode_to_vec();
+    let page_size_text = PageSizeAsText {
+        page_size: "50".into(),
+    }
+    .encode_to_vec();
+    // RefundRequest.reason (field 3) claims 50 bytes; 1 follows.
+    let truncated = vec![0x1a, 50, b'x'];
+    let message = pb::GetPaymentRequest::default().encode_to_vec();
+
+    // (what, method, request body, code tonic answers). tonic refuses these
+    // before any handler runs, with messages of its own: for protobuf errors,
+    // prost's text naming the message, field and wire type. Only the leak
+    // markers are checked here.
+    let cases: Vec<(&str, &str, Vec<u8>, Code)> = vec![
+        (
+            "string as varint, message as fixed64",
+            "Charge",
+            framed(&wrong_types),
+            Code::Internal,
+        ),
+        (
+            "unterminated varint in a nested message",
+            "Charge",
+            framed(&amount_garbage),
+            Code::Internal,
+        ),
+        (
+            "int32 as a string",
+            "ListPayments",
+            framed(&page_size_text),
+            Code::Internal,
+        ),
+        (
+            "field longer than the message",
+            "Refund",
+            framed(&truncated),
+            Code::Internal,
+        ),
+        (
+            "random garbage",
+            "Charge",
+            framed(&garbage(1024, 0x5eed)),
+            Code::Internal,
+        ),
+        (
+            "frame shorter than its length prefix",
+            "GetPayment",
+            frame(0, 64, &message),
+            Code::Internal,
+        ),
+        (
+            "unknown compression flag",
+            "Refund",
+            frame(2, 0, &[]),
+            Code::Internal,
+        ),
+        (
+            "length prefix of 4 GiB",
+            "Charge",
+            frame(0, u32::MAX, &[]),
+            Code::OutOfRange,
+        ),
+    ];
+    for (what, method, body, code) in cases {
+        let s = raw(&channel, &path(method), Some(&service), body)
+            .await
+            .expect_err(what);
+        assert_eq!(s.code(), code, "{what}: {s:?}");
+        scan(&s);
+        // The same connection still serves a normal call.
+        let p = client
+            .get_payment(bearer(
+                pb::GetPaymentRequest {
+                    payment_id: paid.id.clone(),
+                },
+                &admin,
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("normal call after {what}: {e:?}"));
+        assert_eq!(p.into_inner().payment.unwrap(), paid);
+    }
+    app.recorded(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_messages_are_out_of_range_and_the_connection_keeps_working() {
+    let mut app = app(TestDb::sqlite()).await;
+    let user = new_id();
+    let service = order_service(&user);
+    let mut client = app.client.clone();
+
+    let over = charge_req(&new_id(), &user, 100, &"p".repeat(LIMIT + 1), &new_id());
+    refused(
+        client.charge(bearer(over, &service)).await,
+        Code::OutOfRange,
+    );
+    let under = refund_req(&new_id(), None, &"k".repeat(LIMIT - 64));
+    invalid(
+        client.refund(bearer(under, &service)).await,
+        &["idempotency_key"],
+    );
+    app.recorded(0).await;
+    let paid = app.paid(&user, &service, 100).await;
+    assert_eq!(paid.amount, eur(100));
+}
+
+// ---- 2. hostile values through the generated client ----
+
+/// Ids that are not the canonical hyphenated UUID, in every hostile shape.
+fn bad_ids(valid: &str) -> Vec<String> {
+    vec![
+        "\0".into(),
+        format!("{valid}\0"),
+        format!("\0{}", &valid[1..]),
+        format!("{}é", &valid[..34]),
+        format!("\u{202E}{}", &valid[3..]),
+        format!("{}🦀", &valid[..32]),
+        format!("{}\u{0301}", &valid[..34]),
+        valid.replace('0', "０"),
+        "x".repeat(10_000),
+        "a".repeat(1 << 20),
+        "' OR '1'='1".into(),
+    ]
+}
+
+/// Idempotency keys that are not 1 to 128 printable ASCII characters.
+fn bad_keys() -> Vec<String> {
+    vec![
+        String::new(),
+        "\0".into(),
+        "key\0".into(),
+        "tab\t".into(),
+        "del\u{7f}".into(),
+        "ключ".into(),
+        "🔑".into(),
+        "\u{202E}key".into(),
+        "k".repeat(129),
+        "k".repeat(1 << 20),
+    ]
+}
+
+async fn hostile_values_are_refused_field_by_field(db: TestDb) {
+    let mut app = app(db).await;
+    let user = new_id();
+    let service = order_service(&user);
+    let admin = admin_token();
+    let mut c = app.client.clone();
+    let money = |code: &str, units: i64| {
+        Some(common_pb::Money {
+            currency_code: code.into(),
+            units,
+        })
+    };
+
+    // Charge: ids, amounts, methods, keys, one field at a time.
+    let ok = || charge_req(&new_id(), &user, 100, "pm_card_ok", &new_id());
+    for id in bad_ids(&user) {
+        let r = c
+            .charge(bearer(
+                pb::ChargeRequest {
+                    order_id: id.clone(),
+                    ..ok()
+                },
+                &service,
+            ))
+            .await;
+        invalid(r, &["order_id"]);
+        let r = c
+            .charge(bearer(
+                pb::ChargeRequest {
+                    user_id: id.clone(),
+                    ..ok()
+                },
+                &service,
+            ))
+            .await;
+        invalid(r, &["user_id"]);
+    }
+    for (amount, fields) in [
+        (money("EUR", 0), &["amount.units"][..]),
+        (money("EUR", -1), &["amount.units"]),
+        (money("EUR", i64::MIN), &["amount.units"]),
+        (money("\0\0\0", 1), &["amount.currency_code"]),
+        (money("€", 1), &["amount.currency_code"]),
+        (money("EU\u{0301}", 1), &["amount.currency_code"]),
+        (
+            money("", i64::MIN),
+            &["amount.currency_code", "amount.units"],
+        ),
+        (None, &["amount"]),
+    ] {
+        let r = c
+            .charge(bearer(pb::ChargeRequest { amount, ..ok() }, &service))
+            .await;
+        invalid(r, fields);
+    }
+    for method in [
+        "",
+        "\0",
+        "pm_card_ok\0",
+        "PM_CARD_OK",
+        "pm_card_οk", // Greek omicron
+        "pm_card_ok\u{200B}",
+        "\u{202E}ko_drac_mp",
+        &"p".repeat(10_000),
+    ] {
+        let r = c
+            .charge(bearer(
+                pb::ChargeRequest {
+                    payment_method: method.into(),
+                    ..ok()
+                },
+                &service,
+            ))
+            .await;
+        invalid(r, &["payment_method"]);
+    }
+    for key in bad_keys() {
+        let r = c
+            .charge(bearer(
+                pb::ChargeRequest {
+                    idempotency_key: key,
+                    ..ok()
+                },
+                &service,
+            ))
+            .await;
+        invalid(r, &["idempotency_key"]);
+    }
+    app.recorded(0).await;
+
+    // The largest amount is a valid charge; refunds of it never overflow.
+    let max = app
+        .charge(
+            charge_req(&new_id(), &user, i64::MAX, "pm_card_ok", &new_id()),
+            &service,
+        )
+        .await
+        .expect("i64::MAX minor units is a positive amount")
+        .payment
+        .unwrap();
+    assert_eq!(max.amount, eur(i64::MAX));
+    app.refund(refund_req(&max.id, Some(1), &new_id()), &service)
+        .await
+        .expect("a small refund");
+    // Refunded + requested would overflow 64 bits: still just "too much".
+    let s = refused(
+        app.refund(refund_req(&max.id, Some(i64::MAX), &new_id()), &service)
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert!(s.message().contains("left to refund"), "{s:?}");
+    // Exactly what is left brings the total to i64::MAX.
+    let rest = app
+        .refund(refund_req(&max.id, Some(i64::MAX - 1), &new_id()), &service)
+        .await
+        .expect("the rest")
+        .payment
+        .unwrap();
+    assert_eq!(rest.amount_refunded, eur(i64::MAX));
+    refused(
+        app.refund(refund_req(&max.id, Some(1), &new_id()), &service)
+            .await,
+        Code::FailedPrecondition,
+    );
+    // The same on an ordinary payment that was partly refunded.
+    let paid = app.paid(&user, &service, 500).await;
+    app.refund(refund_req(&paid.id, Some(200), &new_id()), &service)
+        .await
+        .expect("a partial refund");
+    refused(
+        app.refund(refund_req(&paid.id, Some(i64::MAX), &new_id()), &service)
+            .await,
+        Code::FailedPrecondition,
+    );
+
+    // Refund: ids, amounts, reasons, keys.
+    let refund = |payment_id: &str| refund_req(payment_id, Some(1), &new_id());
+    for id in bad_ids(&paid.id) {
+        invalid(
+            c.refund(bearer(refund(&id), &service)).await,
+            &["payment_id"],
+        );
+    }
+    for (amount, fields) in [
+        (money("EUR", 0), &["amount.units"][..]),
+        (money("EUR", i64::MIN), &["amount.units"]),
+        (money("\0UR", 1), &["amount.currency_code"]),
+    ] {
+        let r = c
+            .refund(bearer(
+                pb::RefundRequest {
+                    amount,
+                    ..refund(&paid.id)
+                },
+                &service,
+            ))
+            .await;
+        invalid(r, fields);
+    }
+    // Another valid currency than the payment's.
+    let r = c
+        .refund(bearer(
+            pb::RefundRequest {
+                amount: money("USD", 1),
+                ..refund(&paid.id)
+            },
+            &service,
+        ))
+        .await;
+    invalid(r, &["amount.currency_code"]);
+    for reason in ["", " ", "\0", "line\nbreak", "bell\u{7}", &"r".repeat(501)] {
+        let r = c
+            .refund(bearer(
+                pb::RefundRequest {
+                    reason: reason.into(),
+                    ..refund(&paid.id)
+                },
+                &service,
+            ))
+            .await;
+        invalid(r, &["reason"]);
+    }
+    for key in bad_keys() {
+        let r = c
+            .refund(bearer(
+                pb::RefundRequest {
+                    idempotency_key: key,
+                    ..refund(&paid.id)
+                },
+                &service,
+            ))
+            .await;
+        invalid(r, &["idempotency_key"]);
+    }
+    // Unicode reasons are kept exactly.
+    let reason = "Rückgabe ↩ e\u{301} 👩‍👩‍👧‍👦 返品";
+    let r = app
+        .refund(
+            pb::RefundRequest {
+                reason: reason.into(),
+                ..refund(&paid.id)
+            },
+            &service,
+        )
+        .await
+        .expect("a unicode reason");
+    assert_eq!(r.refund.unwrap().reason, reason);
+
+    // GetPayment and ListPayments.
+    for id in bad_ids(&paid.id) {
+        let r = c
+            .get_payment(bearer(
+                pb::GetPaymentRequest {
+                    payment_id: id.clone(),
+                },
+                &admin,
+            ))
+            .await;
+        invalid(r, &["payment_id"]);
+        let list = |user_id: &str, order_id: &str| pb::ListPaymentsRequest {
+            user_id: user_id.into(),
+            order_id: order_id.into(),
+            ..Default::default()
+        };
+        invalid(
+            c.list_payments(bearer(list(&id, ""), &admin)).await,
+            &["user_id"],
+        );
+        invalid(
+            c.list_payments(bearer(list("", &id), &admin)).await,
+            &["order_id"],
+        );
+    }
+    for size in [i32::MIN, -1] {
+        let r = c
+            .list_payments(bearer(
+                pb::ListPaymentsRequest {
+                    page_size: size,
+                    ..Default::default()
+                },
+                &admin,
+            ))
+            .await;
+        invalid(r, &["page_size"]);
+    }
+    let page = c
+        .list_payments(bearer(
+            pb::ListPaymentsRequest {
+                page_size: i32::MAX,
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .expect("the largest page size is clamped")
+        .into_inner();
+    assert_eq!(page.payments.len(), 2);
+    // Page tokens: garbage, and well-formed tokens for this listing (the format
+    // is public knowledge) whose cursor is hostile.
+    let forged =
+        |cursor: &str| emporium_common::paging::encode_token("payments.v1 user= order=", cursor);
+    for token in [
+        "\0".to_owned(),
+        "t".repeat(1 << 20),
+        forged("garbage"),
+        forged("1/\0"),
+        forged(&format!("{}/{}\0", i64::MAX, paid.id)),
+        forged("1/\u{202E}🦀"),
+    ] {
+        let r = c
+            .list_payments(bearer(
+                pb::ListPaymentsRequest {
+                    page_size: 10,
+                    page_token: token.clone(),
+                    ..Default::default()
+                },
+                &admin,
+            ))
+            .await;
+        let s = r.expect_err(&format!("{token:?}"));
+        assert_eq!(s.code(), Code::InvalidArgument, "{token:?}: {s:?}");
+        assert_eq!(violated_fields(&s), ["page_token"]);
+        scan(&s);
+    }
+
+    // No money moved but the valid calls', every invariant holds, and the
+    // service answers normally.
+    app.recorded(2).await;
+    let again = app.paid(&user, &service, 100).await;
+    assert_eq!(again.amount, eur(100));
+}
+
+// ---- 3. generated hostile requests ----
+
+/// Text a client could send: fixed nasties, arbitrary unicode (NUL and control
+/// characters included), long runs, and well-formed values.
+fn text(valid: impl Strategy<Value = String> + 'static) -> BoxedStrategy<String> {
+    prop_oneof![
+        3 => prop::sample::select(vec![
+            "", " ", "\0", "a\0b", "\u{202E}abc", "\u{200B}", "\u{FEFF}", "👩‍👩‍👧‍👦",
+            "e\u{301}\u{302}", "\r\n", "' OR 1=1 --", "%s%n", "../..", "\u{10FFFF}",
+        ])
+        .prop_map(str::to_owned),
+        3 => any::<String>(),
+        2 => prop::collection::vec(any::<char>(), 0..64).prop_map(String::from_iter),
+        1 => (0usize..12_000, any::<char>()).prop_map(|(n, c)| c.to_string().repeat(n)),
+        24 => valid,
+    ]
+    .boxed()
+}
+
+/// Amounts: the extremes, the edges, anything, and ordinary ones.
+fn units() -> BoxedStrategy<i64> {
+    prop_oneof![
+        2 => prop::sample::select(vec![i64::MIN, i64::MIN + 1, -1, 0, 1, i64::MAX - 1, i64::MAX]),
+        2 => any::<i64>(),
+        3 => 1..1_000i64,
+    ]
+    .boxed()
+}
+
+fn amount() -> BoxedStrategy<Option<common_pb::Money>> {
+    prop::option::weighted(
+        0.9,
+        (
+            text(prop_oneof![Just("EUR".to_owned()), "[A-Z]{3}"]),
+            units(),
+        )
+            .prop_map(|(currency_code, units)| common_pb::Money {
+                currency_code,
+                units,
+            }),
+    )
+    .boxed()
+}
+
+fn id(known: Vec<String>) -> BoxedStrategy<String> {
+    text(prop_oneof![
+        prop::sample::select(known),
+        any::<u128>().prop_map(|n| Uuid::from_u128(n).to_string()),
+    ])
+}
+
+fn key() -> BoxedStrategy<String> {
+    text(prop_oneof![Just("fixed-key".to_owned()), "[ -~]{1,24}"])
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Charge(pb::ChargeRequest),
+    Refund(pb::RefundRequest),
+    Get(pb::GetPaymentRequest),
+    List(pb::ListPaymentsRequest),
+}
+
+fn op(user: String, payment: String, order_id: String) -> impl Strategy<Value = Op> {
+    let method = text(prop::sample::select(vec![
+        "pm_card_ok".to_owned(),
+        "pm_card_declined".to_owned(),
+        "pm_card_insufficient_funds".to_owned(),
+        "pm_card_error".to_owned(),
+    ]));
+    let charge = (
+        id(vec![order_id]),
+        id(vec![user.clone()]),
+        amount(),
+        method,
+        key(),
+    )
+        .prop_map(
+            |(order_id, user_id, amount, payment_method, idempotency_key)| {
+                Op::Charge(pb::ChargeRequest {
+                    order_id,
+                    user_id,
+                    amount,
+                    payment_method,
+                    idempotency_key,
+                })
+            },
+        );
+    let refund = (
+        id(vec![payment.clone()]),
+        amount(),
+        text("[a-z ]{1,20}"),
+        key(),
+    )
+        .prop_map(|(payment_id, amount, reason, idempotency_key)| {
+            Op::Refund(pb::RefundRequest {
+                payment_id,
+                amount,
+                reason,
+                idempotency_key,
+            })
+        });
+    let get =
+        id(vec![payment]).prop_map(|payment_id| Op::Get(pb::GetPaymentRequest { payment_id }));
+    let list = (
+        text(Just(String::new())),
+        text(Just(String::new())),
+        prop_oneof![any::<i32>(), -2..600i32],
+        text(Just(String::new())),
+    )
+        .prop_map(|(user_id, order_id, page_size, page_token)| {
+            Op::List(pb::ListPaymentsRequest {
+                user_id,
+                order_id,
+                page_size,
+                page_token,
+            })
+        });
+    prop_oneof![charge, refund, get, list]
+}
+
+/// The codes a hostile request may get; anything else (INTERNAL, UNKNOWN, a
+/// transport error) fails the property.
+const EXPECTED: [Code; 6] = [
+    Code::InvalidArgument,
+    Code::NotFound,
+    Code::AlreadyExists,
+    Code::FailedPrecondition,
+    Code::PermissionDenied,
+    Code::OutOfRange,
+];
+
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: 64,
+        failure_persistence: None,
+        rng_seed: RngSeed::Fixed(0x5EED_0003),
+        max_shrink_iters: 256,
+        ..ProptestConfig::default()
+    }
+}
+
+#[test]
+fn generated_hostile_requests_never_fail_internally() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut app = rt.block_on(app(TestDb::sqlite()));
+    let user = new_id();
+    let service = order_service(&user);
+    let paid = rt.block_on(app.paid(&user, &service, 1_000));
+    let admin = admin_token();
+    let client = app.client.clone();
+
+    proptest!(config(), |(op in op(user.clone(), paid.id.clone(), new_id()))| {
+        let mut c = client.clone();
+        let (result, unavailable_ok) = rt.block_on(async {
+            match op {
+                Op::Charge(r) => {
+                    // Documented: the processor fails transiently for this method.
+                    let transient = r.payment_method == "pm_card_error";
+                    (c.charge(bearer(r, &service)).await.map(drop), transient)
+                }
+                Op::Refund(r) => (c.refund(bearer(r, &service)).await.map(drop), false),
+                Op::Get(r) => (c.get_payment(bearer(r, &admin)).await.map(drop), false),
+                Op::List(r) => (c.list_payments(bearer(r, &admin)).await.map(drop), false),
+            }
+        });
+        if let Err(s) = result {
+            prop_assert!(
+                EXPECTED.contains(&s.code()) || (unavailable_ok && s.code() == Code::Unavailable),
+                "unexpected status {s:?}"
+            );
+            scan(&s);
+        }
+    });
+
+    // Every invariant of the ledger holds, and a normal call works.
+    rt.block_on(async {
+        app.ledger().await;
+        let again = app.get(&paid.id, &admin).await.expect("a normal call");
+        assert_eq!(again.id, paid.id);
+    });
+}

@@ -1,0 +1,821 @@
+//! Hostile input: malformed protobuf, wrong wire types, unknown enum values,
+//! oversized messages, extreme integers, empty, overlong, NUL and unicode text.
+//! Every answer is a proper gRPC status whose message leaks nothing internal,
+//! and a normal call on the same connection works right after.
+
+use std::{
+    convert::Infallible,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use emporium_common::{
+    auth::Role,
+    rpc::{Channel, Code, Status},
+};
+use emporium_testkit::{TestDb, assert_no_leak, backend_tests, bearer, tokens};
+use http_body::{Body as _, Frame};
+use pb::user_service_client::UserServiceClient;
+use proptest::{prelude::*, test_runner::RngSeed};
+use prost::Message as _;
+use tonic::{body::Body, codegen::Bytes};
+use tower::ServiceExt as _;
+use uuid::Uuid;
+
+use crate::{app, pb, violated_fields};
+
+backend_tests!(hostile_values_are_refused_field_by_field);
+
+const CREATE_USER: &str = "/emporium.user.v1.UserService/CreateUser";
+const UPDATE_USER: &str = "/emporium.user.v1.UserService/UpdateUser";
+const GET_USER: &str = "/emporium.user.v1.UserService/GetUser";
+const LIST_USERS: &str = "/emporium.user.v1.UserService/ListUsers";
+
+/// The server's receive limit (`server.max_message_bytes`, default 4 MiB).
+const LIMIT: usize = 4 * 1024 * 1024;
+
+// ---- helpers (each service's hostile tests carry their own copy) ----
+
+/// Fails when a status, its message or its details leak internals.
+#[track_caller]
+fn scan(s: &Status) {
+    assert_no_leak(s.message());
+    assert_no_leak(&String::from_utf8_lossy(s.details()));
+}
+
+/// Asserts the error code, scans the status, and returns it.
+#[track_caller]
+fn refused<T: std::fmt::Debug>(r: Result<T, Status>, code: Code) -> Status {
+    let s = r.expect_err("expected an error status");
+    assert_eq!(s.code(), code, "{s:?}");
+    scan(&s);
+    s
+}
+
+/// Asserts INVALID_ARGUMENT with a BadRequest naming exactly `fields`.
+#[track_caller]
+fn invalid<T: std::fmt::Debug>(r: Result<T, Status>, fields: &[&str]) {
+    let s = refused(r, Code::InvalidArgument);
+    assert_eq!(violated_fields(&s), fields, "{s:?}");
+}
+
+/// A request body sent as one HTTP/2 DATA frame.
+struct Once(Option<Bytes>);
+
+impl http_body::Body for Once {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.0.take().map(|b| Ok(Frame::data(b))))
+    }
+}
+
+/// A gRPC length-prefixed message: `flag`, then `len` (which may lie), then `bytes`.
+fn frame(flag: u8, len: u32, bytes: &[u8]) -> Vec<u8> {
+    let mut out = vec![flag];
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// An honest uncompressed frame around `bytes`.
+fn framed(bytes: &[u8]) -> Vec<u8> {
+    frame(0, bytes.len().try_into().unwrap(), bytes)
+}
+
+/// POSTs `body` as is (framing included) to `path` over `channel`: a hand-made
+/// gRPC request on the real HTTP/2 connection. Returns the response message or
+/// the status; a transport failure or a non-gRPC answer fails the test.
+async fn raw(
+    channel: &Channel,
+    path: &str,
+    token: Option<&str>,
+    body: Vec<u8>,
+) -> Result<Vec<u8>, Status> {
+    let mut req = http::Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = req.body(Body::new(Once(Some(body.into())))).unwrap();
+    let resp = channel
+        .clone()
+        .oneshot(req)
+        .await
+        .expect("the connection survives a hostile request");
+    assert_eq!(
+        resp.status(),
+        http::StatusCode::OK,
+        "a gRPC answer, not an HTTP error"
+    );
+    if let Some(s) = Status::from_header_map(resp.headers()) {
+        // Trailers-only: an error before any message.
+        return if s.code() == Code::Ok {
+            Ok(Vec::new())
+        } else {
+            Err(s)
+        };
+    }
+    let mut body = resp.into_body();
+    let (mut data, mut trailers) = (Vec::new(), None);
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        match frame.expect("response body").into_data() {
+            Ok(d) => data.extend_from_slice(&d),
+            Err(f) => trailers = f.into_trailers().ok(),
+        }
+    }
+    let status = Status::from_header_map(&trailers.expect("trailers")).expect("grpc-status");
+    match status.code() {
+        Code::Ok => Ok(data.get(5..).unwrap_or_default().to_vec()),
+        _ => Err(status),
+    }
+}
+
+fn admin_token() -> String {
+    tokens()
+        .issue(Uuid::now_v7(), &[Role::Customer, Role::Admin])
+        .unwrap()
+        .token
+}
+
+/// Field 1 (`email`, a string) as a varint: a wrong wire type.
+#[derive(Clone, PartialEq, prost::Message)]
+struct EmailAsVarint {
+    #[prost(uint64, tag = "1")]
+    email: u64,
+}
+
+/// Fields 2 and 3 (strings) as fixed64 and fixed32.
+#[derive(Clone, PartialEq, prost::Message)]
+struct NameAsFixed {
+    #[prost(fixed64, tag = "2")]
+    name: u64,
+    #[prost(fixed32, tag = "3")]
+    password: u32,
+}
+
+/// UpdateUserRequest with field 5 (`roles`, a nested RoleSet) replaced by raw bytes.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RolesAsBytes {
+    #[prost(string, tag = "1")]
+    user_id: String,
+    #[prost(bytes = "vec", tag = "5")]
+    roles: Vec<u8>,
+}
+
+/// A CreateUserRequest with a field this version does not know (tag 99).
+#[derive(Clone, PartialEq, prost::Message)]
+struct WithUnknownField {
+    #[prost(string, tag = "1")]
+    email: String,
+    #[prost(string, tag = "99")]
+    extra: String,
+}
+
+/// Bytes from a fixed-seed xorshift: "random" garbage, the same on every run.
+fn garbage(n: usize, mut seed: u64) -> Vec<u8> {
+    (0..n)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect()
+}
+
+// ---- 0. the leak scanner itself ----
+
+#[test]
+fn the_leak_scanner_catches_internals_and_passes_plain_messages() {
+    let leaks = [
+        "error returned from database: SELECT id FROM users WHERE email_key = $1",
+        "sqlx: pool timed out",
+        "error returned from database: (code: 1) SQLite failure",
+        "db error: ERROR: invalid byte sequence for encoding \"UTF8\": 0x00 (Postgres)",
+        "thread 'tokio-runtime-worker' panicked at services/user/src/store.rs:42:9",
+        "note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace",
+        "stack backtrace:\n   0: rust_begin_unwind",
+        "cannot open /tmp/.tmpA1b2C3/test.db",
+        "token Bearer eyJhbGciOi is invalid",
+    ];
+    for leak in leaks {
+        let caught = std::panic::catch_unwind(|| assert_no_leak(leak));
+        assert!(caught.is_err(), "not caught: {leak:?}");
+    }
+    for plain in [
+        "invalid request: email: must contain @; name: is required",
+        "user not found",
+        "invalid or expired access token",
+        "internal error",
+        "Error, decoded message length too large: found 4294967295 bytes, the limit is: 4194304 bytes",
+        "rate limit exceeded, retry in 20 ms",
+    ] {
+        assert_no_leak(plain);
+    }
+}
+
+// ---- 1. malformed bytes through a real socket ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_bytes_get_a_grpc_error_and_the_connection_keeps_working() {
+    let app = app(TestDb::sqlite()).await;
+    let channel = app.svc.channel().await;
+    let mut client = UserServiceClient::new(channel.clone());
+    let admin = app.admin_token.clone();
+    let me = app.admin_id.clone();
+
+    let varint_email = EmailAsVarint { email: 42 }.encode_to_vec();
+    let fixed_name = NameAsFixed {
+        name: u64::MAX,
+        password: 7,
+    }
+    .encode_to_vec();
+    let mut bad_utf8 = pb::CreateUserRequest {
+        email: "x@example.com".into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    bad_utf8[2] = 0xff; // first byte of the email: no longer UTF-8
+    // Field 1, length-delimited, claims 100 bytes; 3 follow.
+    let truncated_field = vec![0x0a, 100, b'a', b'b', b'c'];
+    // Tag 0 is never valid.
+    let tag_zero = vec![0x00, 0x01];
+    // ListUsersRequest.page_size (a varint) of eleven 0xff bytes: over 64 bits.
+    let long_varint = [vec![0x08], vec![0xff; 11]].concat();
+    // Wire types 6 and 7 do not exist.
+    let wire_type_7 = vec![0x0f, 0x00];
+    let roles_garbage = RolesAsBytes {
+        user_id: me.clone(),
+        roles: vec![0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f],
+    }
+    .encode_to_vec();
+    let message = pb::CreateUserRequest::default().encode_to_vec();
+
+    // (what, method, request body, code tonic answers). tonic refuses these
+    // before any handler runs, with messages of its own: for protobuf errors,
+    // prost's text naming the message, field and wire type (e.g. "failed to
+    // decode Protobuf message: CreateUserRequest.email: invalid wire type:
+    // Varint (expected LengthDelimited)"). Only the leak markers are checked
+    // here; whether that text should reach clients is an open question.
+    let cases: Vec<(&str, &str, Vec<u8>, Code)> = vec![
+        (
+            "string field as varint",
+            CREATE_USER,
+            framed(&varint_email),
+            Code::Internal,
+        ),
+        (
+            "string fields as fixed64/32",
+            CREATE_USER,
+            framed(&fixed_name),
+            Code::Internal,
+        ),
+        (
+            "invalid UTF-8 in a string",
+            CREATE_USER,
+            framed(&bad_utf8),
+            Code::Internal,
+        ),
+        (
+            "field longer than the message",
+            CREATE_USER,
+            framed(&truncated_field),
+            Code::Internal,
+        ),
+        ("tag 0", CREATE_USER, framed(&tag_zero), Code::Internal),
+        (
+            "varint over 64 bits",
+            LIST_USERS,
+            framed(&long_varint),
+            Code::Internal,
+        ),
+        (
+            "wire type 7",
+            CREATE_USER,
+            framed(&wire_type_7),
+            Code::Internal,
+        ),
+        (
+            "garbage in a nested message",
+            UPDATE_USER,
+            framed(&roles_garbage),
+            Code::Internal,
+        ),
+        (
+            "random garbage",
+            UPDATE_USER,
+            framed(&garbage(512, 0x5eed)),
+            Code::Internal,
+        ),
+        (
+            "frame shorter than its length prefix",
+            CREATE_USER,
+            frame(0, 1000, &message),
+            Code::Internal,
+        ),
+        (
+            "half a frame header",
+            CREATE_USER,
+            vec![0, 0, 0],
+            Code::Internal,
+        ),
+        ("no message at all", CREATE_USER, Vec::new(), Code::Internal),
+        (
+            "compressed flag without grpc-encoding",
+            CREATE_USER,
+            frame(1, 0, &[]),
+            Code::Internal,
+        ),
+        (
+            "unknown compression flag",
+            CREATE_USER,
+            frame(7, 0, &[]),
+            Code::Internal,
+        ),
+        // A prefix announcing 4 GiB is refused from the 5 header bytes alone.
+        (
+            "length prefix of 4 GiB",
+            CREATE_USER,
+            frame(0, u32::MAX, &[]),
+            Code::OutOfRange,
+        ),
+    ];
+    for (what, path, body, code) in cases {
+        let s = raw(&channel, path, Some(&admin), body)
+            .await
+            .expect_err(what);
+        assert_eq!(s.code(), code, "{what}: {s:?}");
+        scan(&s);
+        // The same connection still serves a normal call.
+        let user = client
+            .get_user(bearer(
+                pb::GetUserRequest {
+                    user_id: me.clone(),
+                },
+                &admin,
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("normal call after {what}: {e:?}"));
+        assert_eq!(user.into_inner().user.unwrap().id, me);
+    }
+
+    // Well-formed bytes the schema does not expect are not errors: unknown
+    // fields are skipped, and validation answers as usual.
+    let unknown = WithUnknownField {
+        email: "not-an-email".into(),
+        extra: "from a newer client".into(),
+    }
+    .encode_to_vec();
+    let s = raw(&channel, CREATE_USER, None, framed(&unknown))
+        .await
+        .expect_err("validation");
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    assert_eq!(violated_fields(&s), ["email", "name", "password"]);
+    // And a hand-made frame of a real message works like the generated client.
+    let ok = raw(
+        &channel,
+        GET_USER,
+        Some(&admin),
+        framed(
+            &pb::GetUserRequest {
+                user_id: me.clone(),
+            }
+            .encode_to_vec(),
+        ),
+    )
+    .await
+    .expect("a hand-made valid request");
+    let got = pb::GetUserResponse::decode(ok.as_slice()).unwrap();
+    assert_eq!(got.user.unwrap().id, me);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_messages_are_out_of_range_and_the_connection_keeps_working() {
+    let mut app = app(TestDb::sqlite()).await;
+    let channel = app.svc.channel().await;
+    let mut client = UserServiceClient::new(channel.clone());
+    let admin = app.admin_token.clone();
+    let me = app.admin_id.clone();
+
+    // Just over the limit, through the generated client (which sends any size).
+    let over = client
+        .create_user(pb::CreateUserRequest {
+            email: "big@example.com".into(),
+            name: "n".repeat(LIMIT + 1),
+            password: "password-1".into(),
+        })
+        .await;
+    refused(over, Code::OutOfRange);
+    client
+        .get_user(bearer(
+            pb::GetUserRequest {
+                user_id: me.clone(),
+            },
+            &admin,
+        ))
+        .await
+        .expect("a normal call after an oversized one");
+
+    // Just under the limit: decoded, then refused by validation.
+    let under = client
+        .create_user(pb::CreateUserRequest {
+            email: "big@example.com".into(),
+            name: "n".repeat(LIMIT - 64),
+            password: "password-1".into(),
+        })
+        .await;
+    invalid(under, &["name"]);
+
+    // The connection is intact: nothing was created, sign-up still works.
+    let user = app.signup("after@example.com", "After", "password-1").await;
+    assert_eq!(user.email, "after@example.com");
+}
+
+// ---- 2. hostile values through the generated client ----
+
+/// Ids that are not the canonical hyphenated UUID, in every hostile shape.
+fn bad_ids(valid: &str) -> Vec<String> {
+    vec![
+        String::new(),
+        "\0".into(),
+        format!("{valid}\0"),
+        format!("\0{}", &valid[1..]),
+        // 36 bytes, but not ASCII.
+        format!("{}é", &valid[..34]),
+        format!("\u{202E}{}", &valid[3..]),
+        format!("{}🦀", &valid[..32]),
+        // Combining mark on a hex digit.
+        format!("{}\u{0301}", &valid[..34]),
+        // Fullwidth digits look like a UUID to a person.
+        valid.replace('0', "０"),
+        valid.to_uppercase().replace('-', "_"),
+        "x".repeat(10_000),
+        "a".repeat(1 << 20),
+        "' OR '1'='1".into(),
+    ]
+}
+
+async fn hostile_values_are_refused_field_by_field(db: TestDb) {
+    let mut app = app(db).await;
+    let admin = app.admin_token.clone();
+    let me = app.admin_id.clone();
+    let mut c = app.client.clone();
+
+    // Ids: GetUser, DeleteUser and UpdateUser name the field.
+    for id in bad_ids(&me) {
+        invalid(
+            c.get_user(bearer(
+                pb::GetUserRequest {
+                    user_id: id.clone(),
+                },
+                &admin,
+            ))
+            .await,
+            &["user_id"],
+        );
+        invalid(
+            c.delete_user(bearer(
+                pb::DeleteUserRequest {
+                    user_id: id.clone(),
+                },
+                &admin,
+            ))
+            .await,
+            &["user_id"],
+        );
+        invalid(
+            c.update_user(bearer(
+                pb::UpdateUserRequest {
+                    user_id: id.clone(),
+                    ..Default::default()
+                },
+                &admin,
+            ))
+            .await,
+            &["user_id"],
+        );
+    }
+
+    // Sign-up fields: empty, overlong, NUL, control characters.
+    let cases: [(&str, &str, &str, &[&str]); 8] = [
+        ("", "", "", &["email", "name", "password"]),
+        ("a\0@example.com", "ok", "password-1", &["email"]),
+        ("ok@example.com", "\0", "password-1", &["name"]),
+        ("ok@example.com", "bell\u{7}", "password-1", &["name"]),
+        ("ok@example.com", "ok", "\0\0\0\0\0\0\0\0", &["password"]),
+        ("ok@example.com", "ok", "short", &["password"]),
+        ("ok@example.com", "   ", "password-1", &["name"]),
+        ("ok@example.com", "ok", "", &["password"]),
+    ];
+    for (email, name, password, fields) in cases {
+        let r = c
+            .create_user(pb::CreateUserRequest {
+                email: email.into(),
+                name: name.into(),
+                password: password.into(),
+            })
+            .await;
+        invalid(r, fields);
+    }
+    let ten_k = "x".repeat(10_000);
+    let one_mib = "é".repeat(1 << 19);
+    for long in [&ten_k, &one_mib] {
+        let r = c
+            .create_user(pb::CreateUserRequest {
+                email: format!("{long}@example.com"),
+                name: long.clone(),
+                password: long.clone(),
+            })
+            .await;
+        invalid(r, &["email", "name", "password"]);
+    }
+    // Names are display text: emoji, combining marks and scripts are kept
+    // exactly (only surrounding whitespace is trimmed).
+    for (i, name) in ["👩‍👩‍👧‍👦 family", "e\u{301}\u{302}\u{303}", "Ωμέγα 日本"]
+        .into_iter()
+        .enumerate()
+    {
+        let user = app
+            .signup(&format!("unicode-{i}@example.com"), name, "password-1")
+            .await;
+        assert_eq!(user.name, name);
+        let back = app.get(&user.id, &admin).await.unwrap();
+        assert_eq!(back.name, name);
+    }
+    let mut c = app.client.clone();
+
+    // Unknown enum values in `roles`, each named by its index.
+    for bad in [99, -1, 0, i32::MAX, i32::MIN] {
+        let r = c
+            .update_user(bearer(
+                pb::UpdateUserRequest {
+                    user_id: me.clone(),
+                    roles: Some(pb::RoleSet {
+                        roles: vec![pb::Role::Admin as i32, bad],
+                    }),
+                    ..Default::default()
+                },
+                &admin,
+            ))
+            .await;
+        invalid(r, &["roles.roles[1]"]);
+    }
+    invalid(
+        c.update_user(bearer(
+            pb::UpdateUserRequest {
+                user_id: me.clone(),
+                roles: Some(pb::RoleSet { roles: vec![] }),
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await,
+        &["roles.roles"],
+    );
+
+    // Page sizes: negative is refused, huge is clamped.
+    for size in [i32::MIN, -1] {
+        let r = c
+            .list_users(bearer(
+                pb::ListUsersRequest {
+                    page_size: size,
+                    page_token: String::new(),
+                },
+                &admin,
+            ))
+            .await;
+        invalid(r, &["page_size"]);
+    }
+    let page = c
+        .list_users(bearer(
+            pb::ListUsersRequest {
+                page_size: i32::MAX,
+                page_token: String::new(),
+            },
+            &admin,
+        ))
+        .await
+        .expect("the largest page size is clamped")
+        .into_inner();
+    assert_eq!(page.users.len(), 4);
+
+    // Page tokens: garbage, NUL, overlong, and well-formed tokens for this
+    // listing whose cursor is hostile (the token format is public knowledge:
+    // base64url of "users.v1\n<time>/<id>").
+    let forged = |cursor: &str| emporium_common::paging::encode_token("users.v1", cursor);
+    for token in [
+        "\0".to_owned(),
+        "!!!".to_owned(),
+        "t".repeat(1 << 20),
+        forged("garbage"),
+        forged(&format!("{}/{me}", i64::MIN)),
+        forged("1/\0"),
+        forged(&format!("1/{me}\0")),
+        forged("1/\u{202E}🦀"),
+    ] {
+        let r = c
+            .list_users(bearer(
+                pb::ListUsersRequest {
+                    page_size: 10,
+                    page_token: token.clone(),
+                },
+                &admin,
+            ))
+            .await;
+        match r {
+            // A cursor that parses pages on from where it points.
+            Ok(_) => {}
+            Err(s) => {
+                assert_eq!(s.code(), Code::InvalidArgument, "{token:?}: {s:?}");
+                assert_eq!(violated_fields(&s), ["page_token"]);
+                scan(&s);
+            }
+        }
+    }
+
+    // Sign-in with hostile credentials is the one documented answer.
+    for (email, password) in [
+        ("\0", "password-1"),
+        ("a\0@example.com", "password-1"),
+        ("\u{202E}@example.com", "\0"),
+        (ten_k.as_str(), ten_k.as_str()),
+    ] {
+        let r = c
+            .authenticate(pb::AuthenticateRequest {
+                email: email.into(),
+                password: password.into(),
+            })
+            .await;
+        refused(r, Code::Unauthenticated);
+    }
+    invalid(
+        c.authenticate(pb::AuthenticateRequest::default()).await,
+        &["email", "password"],
+    );
+
+    // After all of it, the service answers normally.
+    assert_eq!(app.get(&me, &admin).await.unwrap().id, me);
+}
+
+// ---- 3. generated hostile requests ----
+
+/// Text a client could send: fixed nasties, arbitrary unicode (NUL and control
+/// characters included), long runs, and well-formed values.
+fn text(valid: impl Strategy<Value = String> + 'static) -> BoxedStrategy<String> {
+    prop_oneof![
+        3 => prop::sample::select(vec![
+            "", " ", "\0", "a\0b", "\0\0\0\0\0\0\0\0\0\0", "\u{202E}abc", "\u{200B}",
+            "\u{FEFF}", "👩‍👩‍👧‍👦", "e\u{301}\u{302}", "\r\n", "' OR 1=1 --", "%s%n", "../..",
+            "\u{10FFFF}",
+        ])
+        .prop_map(str::to_owned),
+        3 => any::<String>(),
+        2 => prop::collection::vec(any::<char>(), 0..64).prop_map(String::from_iter),
+        1 => (0usize..12_000, any::<char>()).prop_map(|(n, c)| c.to_string().repeat(n)),
+        24 => valid,
+    ]
+    .boxed()
+}
+
+fn email() -> BoxedStrategy<String> {
+    text("[a-z0-9.+]{1,12}@[a-z]{1,8}\\.(com|org|de)")
+}
+
+fn password() -> BoxedStrategy<String> {
+    text("[ -~]{8,20}")
+}
+
+fn id(known: String) -> BoxedStrategy<String> {
+    text(prop_oneof![
+        Just(known),
+        any::<u128>().prop_map(|n| Uuid::from_u128(n).to_string()),
+    ])
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Create(pb::CreateUserRequest),
+    Authenticate(pb::AuthenticateRequest),
+    Get(pb::GetUserRequest),
+    Update(pb::UpdateUserRequest),
+    List(pb::ListUsersRequest),
+}
+
+fn op(target: String) -> impl Strategy<Value = Op> {
+    let create =
+        (email(), text("[A-Za-z ]{1,30}"), password()).prop_map(|(email, name, password)| {
+            Op::Create(pb::CreateUserRequest {
+                email,
+                name,
+                password,
+            })
+        });
+    let authenticate = (email(), password()).prop_map(|(email, password)| {
+        Op::Authenticate(pb::AuthenticateRequest { email, password })
+    });
+    let get = id(target.clone()).prop_map(|user_id| Op::Get(pb::GetUserRequest { user_id }));
+    let roles = prop::collection::vec(prop_oneof![0..3i32, any::<i32>()], 0..6);
+    let update = (
+        id(target),
+        prop::option::of(email()),
+        prop::option::of(text("[A-Za-z ]{1,30}")),
+        prop::option::of(password()),
+        prop::option::of(roles),
+        prop::option::of(any::<bool>()),
+    )
+        .prop_map(|(user_id, email, name, password, roles, active)| {
+            Op::Update(pb::UpdateUserRequest {
+                user_id,
+                email,
+                name,
+                password,
+                roles: roles.map(|roles| pb::RoleSet { roles }),
+                active,
+            })
+        });
+    let list = (
+        prop_oneof![any::<i32>(), -2..600i32],
+        text(Just(String::new())),
+    )
+        .prop_map(|(page_size, page_token)| {
+            Op::List(pb::ListUsersRequest {
+                page_size,
+                page_token,
+            })
+        });
+    prop_oneof![create, authenticate, get, update, list]
+}
+
+/// The codes a hostile request may get; anything else (INTERNAL, UNKNOWN, a
+/// transport error) fails the property.
+const EXPECTED: [Code; 6] = [
+    Code::InvalidArgument,
+    Code::NotFound,
+    Code::AlreadyExists,
+    Code::FailedPrecondition,
+    Code::PermissionDenied,
+    Code::OutOfRange,
+];
+
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: 64,
+        failure_persistence: None,
+        rng_seed: RngSeed::Fixed(0x5EED_0001),
+        max_shrink_iters: 256,
+        ..ProptestConfig::default()
+    }
+}
+
+#[test]
+fn generated_hostile_requests_never_fail_internally() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut app = rt.block_on(app(TestDb::sqlite()));
+    // A victim for updates; the admin itself is never touched.
+    let victim = rt.block_on(app.signup("victim@example.com", "Victim", "password-1"));
+    let admin = admin_token();
+    let client = app.client.clone();
+
+    proptest!(config(), |(op in op(victim.id.clone()))| {
+        let mut c = client.clone();
+        let (result, extra) = rt.block_on(async {
+            match op {
+                Op::Create(r) => (c.create_user(r).await.map(drop), None),
+                Op::Authenticate(r) => (
+                    c.authenticate(r).await.map(drop),
+                    // Documented: one answer for every failed sign-in.
+                    Some(Code::Unauthenticated),
+                ),
+                Op::Get(r) => (c.get_user(bearer(r, &admin)).await.map(drop), None),
+                Op::Update(r) => (c.update_user(bearer(r, &admin)).await.map(drop), None),
+                Op::List(r) => (c.list_users(bearer(r, &admin)).await.map(drop), None),
+            }
+        });
+        if let Err(s) = result {
+            prop_assert!(
+                EXPECTED.contains(&s.code()) || Some(s.code()) == extra,
+                "unexpected status {s:?}"
+            );
+            scan(&s);
+        }
+    });
+
+    let me = app.admin_id.clone();
+    let token = app.admin_token.clone();
+    let user = rt
+        .block_on(app.get(&me, &token))
+        .expect("a normal call after the run");
+    assert_eq!(user.id, me);
+}
