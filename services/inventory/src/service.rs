@@ -223,11 +223,11 @@ impl Inventory {
     /// order id.
     pub async fn reserve(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         order_id: OrderId,
         items: Vec<ReserveItem>,
     ) -> Result<Reservation, Error> {
-        // Security issue: only the order service may call this (check goes here).
+        only_the_order_service(caller)?;
         if let Some(existing) = self.store.reservation(order_id).await? {
             return replayed(existing, &items);
         }
@@ -261,8 +261,8 @@ impl Inventory {
     }
 
     /// Commits an order's reservation: its units are sold. Idempotent.
-    pub async fn commit(&self, _caller: &Caller, order_id: OrderId) -> Result<Reservation, Error> {
-        // Security issue: only the order service may call this (check goes here).
+    pub async fn commit(&self, caller: &Caller, order_id: OrderId) -> Result<Reservation, Error> {
+        only_the_order_service(caller)?;
         for _ in 0..ATTEMPTS {
             if let Some(r) = self.store.commit(order_id, now_micros()).await? {
                 tracing::info!(order_id = %order_id, "reservation committed");
@@ -287,8 +287,8 @@ impl Inventory {
 
     /// Releases an order's reservation (recording an empty one if there is
     /// none yet). Idempotent.
-    pub async fn release(&self, _caller: &Caller, order_id: OrderId) -> Result<Reservation, Error> {
-        // Security issue: only the order service may call this (check goes here).
+    pub async fn release(&self, caller: &Caller, order_id: OrderId) -> Result<Reservation, Error> {
+        only_the_order_service(caller)?;
         for _ in 0..ATTEMPTS {
             if let Some(r) = self
                 .store
@@ -338,5 +338,17 @@ fn ensure_admin(caller: &Caller, message: &'static str) -> Result<(), Error> {
         Ok(())
     } else {
         Err(Error::PermissionDenied(message))
+    }
+}
+
+/// The saga's RPCs (reserve, commit, release) belong to the order service alone:
+/// a customer or admin token, however privileged, may not move stock this way.
+fn only_the_order_service(caller: &Caller) -> Result<(), Error> {
+    if caller.is_service("order") {
+        Ok(())
+    } else {
+        Err(Error::PermissionDenied(
+            "only the order service may reserve, commit or release stock",
+        ))
     }
 }

@@ -76,7 +76,10 @@ impl Payments {
     /// Charges and captures at once; idempotent by key. A decline is recorded
     /// and returned as [`Error::Declined`], on the first call and every replay.
     pub async fn charge(&self, caller: &Caller, charge: NewCharge) -> Result<Payment, Error> {
-        // Security issue: Charge will be restricted to the order service's identity here.
+        // Only the order service charges, and only for the user it acts for.
+        if !caller.is_service("order") {
+            return Err(Error::PermissionDenied("only the order service may charge"));
+        }
         if !caller.may_act_for(charge.user_id.0) {
             return Err(Error::PermissionDenied(
                 "customers may charge only for themselves",
@@ -226,7 +229,9 @@ impl Payments {
     /// Gives back part or all of a captured payment; idempotent by key. Returns
     /// the payment right after the refund, and the refund.
     pub async fn refund(&self, caller: &Caller, r: NewRefund) -> Result<(Payment, Refund), Error> {
-        // Security issue: Refund will be restricted to the order service's identity here.
+        if !caller.is_service("order") {
+            return Err(Error::PermissionDenied("only the order service may refund"));
+        }
         let payment = self.visible(caller, r.payment_id).await?;
         let units = match &r.amount {
             Some(m) if m.currency() != payment.amount.currency() => {

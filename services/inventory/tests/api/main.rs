@@ -29,6 +29,9 @@ pub(crate) struct App {
     pub(crate) client: InventoryServiceClient<Channel>,
     pub(crate) admin: String,
     pub(crate) customer: String,
+    /// The order service (acting for a customer): the only caller of the
+    /// reservation RPCs.
+    pub(crate) order: String,
     database: DatabaseConfig,
 }
 
@@ -53,6 +56,10 @@ pub(crate) async fn app(db: TestDb) -> App {
         client,
         admin: token(&[Role::Customer, Role::Admin]),
         customer: token(&[Role::Customer]),
+        order: tokens()
+            .issue_service("order", Uuid::now_v7(), &[Role::Customer])
+            .unwrap()
+            .token,
         database,
     }
 }
@@ -161,7 +168,7 @@ impl App {
                     order_id: order_id.into(),
                     items,
                 },
-                &self.customer,
+                &self.order,
             ))
             .await
             .map(|r| r.into_inner().reservation.expect("reservation"))
@@ -173,7 +180,7 @@ impl App {
                 pb::CommitReservationRequest {
                     order_id: order_id.into(),
                 },
-                &self.customer,
+                &self.order,
             ))
             .await
             .map(|r| r.into_inner().reservation.expect("reservation"))
@@ -185,7 +192,7 @@ impl App {
                 pb::ReleaseReservationRequest {
                     order_id: order_id.into(),
                 },
-                &self.customer,
+                &self.order,
             ))
             .await
             .map(|r| r.into_inner().reservation.expect("reservation"))

@@ -18,6 +18,7 @@ backend_tests!(
     release_of_a_reserved_order_frees_its_units,
     release_after_commit_returns_the_goods,
     release_before_reserve_leaves_a_tombstone,
+    only_the_order_service_may_reserve_commit_or_release,
 );
 
 fn by_id(id: &str, quantity: i64) -> pb::ReserveStockItem {
@@ -338,4 +339,54 @@ async fn release_before_reserve_leaves_a_tombstone(db: TestDb) {
     assert_eq!(app.release(&order).await.unwrap(), tombstone);
     assert_code(app.commit(&order).await, Code::FailedPrecondition);
     assert_eq!(counters(&app.level("A").await), (10, 0, 10, 0));
+}
+
+async fn only_the_order_service_may_reserve_commit_or_release(db: TestDb) {
+    use emporium_common::rpc::Code;
+    use emporium_testkit::bearer;
+    let mut app = app(db).await;
+    app.stocked("MUG", 100, 10).await;
+    let order = crate::new_order();
+    // Customers and admins alike: the saga's RPCs are not theirs to call.
+    for token in [app.customer.clone(), app.admin.clone()] {
+        let s = app
+            .client
+            .reserve_stock(bearer(
+                pb::ReserveStockRequest {
+                    order_id: order.clone(),
+                    items: vec![crate::item("MUG", 1)],
+                },
+                &token,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+        let s = app
+            .client
+            .commit_reservation(bearer(
+                pb::CommitReservationRequest {
+                    order_id: order.clone(),
+                },
+                &token,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+        let s = app
+            .client
+            .release_reservation(bearer(
+                pb::ReleaseReservationRequest {
+                    order_id: order.clone(),
+                },
+                &token,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+    }
+    // Nothing moved, and the order service still can.
+    app.reserve(&order, vec![crate::item("MUG", 1)])
+        .await
+        .unwrap();
+    app.commit(&order).await.unwrap();
 }

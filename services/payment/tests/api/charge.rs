@@ -20,6 +20,7 @@ backend_tests!(
     same_key_with_another_request_is_invalid,
     an_order_is_charged_successfully_once,
     customers_charge_only_for_themselves,
+    only_the_order_service_may_charge_or_refund,
 );
 
 async fn ok_card_captures_and_reads_back(db: TestDb) {
@@ -311,4 +312,35 @@ async fn customers_charge_only_for_themselves(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(paid.payment.unwrap().user_id, other);
+}
+
+async fn only_the_order_service_may_charge_or_refund(db: TestDb) {
+    use emporium_testkit::bearer;
+    let mut app = app(db).await;
+    let (user, token) = customer();
+    let paid = app.paid(&user, &token, 1_000).await;
+    // The paying customer and an admin are both refused: these are the saga's RPCs.
+    for t in [token.clone(), crate::admin()] {
+        let s = app
+            .client
+            .charge(bearer(
+                charge_req(&new_id(), &user, 100, "pm_card_ok", &new_id()),
+                &t,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+        let s = app
+            .client
+            .refund(bearer(
+                crate::refund_req(&paid.id, Some(100), &new_id()),
+                &t,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+    }
+    // Nothing was refunded by the refused calls.
+    let now = app.get(&paid.id, &token).await.unwrap();
+    assert_eq!(now.amount_refunded.unwrap().units, 0);
 }

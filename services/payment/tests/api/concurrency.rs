@@ -43,7 +43,7 @@ async fn a_running_charge_makes_duplicates_abort(db: TestDb) {
     let first = tokio::spawn({
         let mut client = app.client.clone();
         let (req, token) = (req.clone(), token.clone());
-        async move { client.charge(bearer(req, &token)).await }
+        async move { client.charge(bearer(req, &crate::via_order(&token))).await }
     });
     // The first call is inside the processor, holding its key and the order.
     arrivals.recv().await.unwrap();
@@ -97,7 +97,7 @@ async fn twenty_calls_with_one_key_charge_once(db: TestDb) {
         let (req, token) = (req.clone(), token.clone());
         async move {
             client
-                .charge(bearer(req, &token))
+                .charge(bearer(req, &crate::via_order(&token)))
                 .await
                 .map(|r| r.into_inner())
         }
@@ -131,7 +131,7 @@ async fn twenty_keys_for_one_order_capture_once(db: TestDb) {
         let token = token.clone();
         async move {
             client
-                .charge(bearer(req, &token))
+                .charge(bearer(req, &crate::via_order(&token)))
                 .await
                 .map(|r| r.into_inner())
         }
@@ -164,7 +164,7 @@ async fn racing_refunds_never_exceed_the_charge(db: TestDb) {
         let mut client = app.client.clone();
         let req = refund_req(&paid.id, Some(100), &format!("r-{i}"));
         let token = token.clone();
-        async move { client.refund(bearer(req, &token)).await }
+        async move { client.refund(bearer(req, &crate::via_order(&token))).await }
     })
     .await;
     let mut ok = 0;
@@ -201,7 +201,7 @@ async fn racing_full_refunds_refund_once(db: TestDb) {
         let mut client = app.client.clone();
         let req = refund_req(&paid.id, None, &format!("r-rest-{i}"));
         let token = token.clone();
-        async move { client.refund(bearer(req, &token)).await }
+        async move { client.refund(bearer(req, &crate::via_order(&token))).await }
     })
     .await;
     let mut ok = 0;

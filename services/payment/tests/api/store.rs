@@ -191,10 +191,11 @@ async fn refunds_are_conditional_updates(db: TestDb) {
 async fn abandoned_claims_are_taken_over_after_their_lease(db: TestDb) {
     let s = store(&db).await;
     let payments = Payments::new(s.clone(), Arc::new(Simulated), Duration::from_secs(5));
+    // The order service, acting for an admin (who may pay for anyone).
     let admin = Caller {
         user_id: uuid::Uuid::now_v7(),
         roles: vec![Role::Admin],
-        service: None,
+        service: Some("order".into()),
     };
     let charge = |order_id, k: &str| NewCharge {
         order_id,
