@@ -490,7 +490,7 @@ impl Middleware for AuthMiddleware {
             }
             Ok(None) if public => None,
             Ok(None) => Some(Status::unauthenticated(
-                "missing access token: send `authorization: Bearer <token>`",
+                "missing access token: sign in with Authenticate and send the token as `authorization` metadata",
             )),
             // A bad token on a public method is ignored rather than refused, so a
             // stale token never blocks signing in again.

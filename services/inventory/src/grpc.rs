@@ -359,6 +359,8 @@ impl pb::inventory_service_server::InventoryService for InventoryApi {
         req: Request<pb::CreateProductRequest>,
     ) -> RpcResult<pb::CreateProductResponse> {
         let caller = caller(&req)?;
+        // Who may call comes before what the request says.
+        self.inventory.ensure_may_manage(&caller)?;
         let new = NewProduct::try_from(req.into_inner()).map_err(Error::InvalidArgument)?;
         let product = self.inventory.create(&caller, new).await?;
         Ok(Response::new(pb::CreateProductResponse {
@@ -425,6 +427,8 @@ impl pb::inventory_service_server::InventoryService for InventoryApi {
         req: Request<pb::AdjustStockRequest>,
     ) -> RpcResult<pb::AdjustStockResponse> {
         let caller = caller(&req)?;
+        // Who may call comes before what the request says.
+        self.inventory.ensure_may_manage(&caller)?;
         let adjustment = Adjustment::try_from(req.into_inner()).map_err(Error::InvalidArgument)?;
         let product = self.inventory.adjust(&caller, adjustment).await?;
         Ok(Response::new(pb::AdjustStockResponse {
@@ -460,6 +464,7 @@ impl pb::inventory_service_server::InventoryService for InventoryApi {
         req: Request<pb::ReserveStockRequest>,
     ) -> RpcResult<pb::ReserveStockResponse> {
         let caller = caller(&req)?;
+        crate::service::only_the_order_service(&caller)?;
         let r = ReserveRequest::try_from(req.into_inner()).map_err(Error::InvalidArgument)?;
         let reservation = self.inventory.reserve(&caller, r.order_id, r.items).await?;
         Ok(Response::new(pb::ReserveStockResponse {
@@ -472,6 +477,7 @@ impl pb::inventory_service_server::InventoryService for InventoryApi {
         req: Request<pb::CommitReservationRequest>,
     ) -> RpcResult<pb::CommitReservationResponse> {
         let caller = caller(&req)?;
+        crate::service::only_the_order_service(&caller)?;
         let order = order_id(&req.get_ref().order_id)?;
         let reservation = self.inventory.commit(&caller, order).await?;
         Ok(Response::new(pb::CommitReservationResponse {
@@ -484,6 +490,7 @@ impl pb::inventory_service_server::InventoryService for InventoryApi {
         req: Request<pb::ReleaseReservationRequest>,
     ) -> RpcResult<pb::ReleaseReservationResponse> {
         let caller = caller(&req)?;
+        crate::service::only_the_order_service(&caller)?;
         let order = order_id(&req.get_ref().order_id)?;
         let reservation = self.inventory.release(&caller, order).await?;
         Ok(Response::new(pb::ReleaseReservationResponse {

@@ -168,6 +168,13 @@ impl Inventory {
         ensure_admin(caller, "only admins may import stock")
     }
 
+    /// Fails unless `caller` may change the catalogue or stock. Transport calls it
+    /// before validating, so a caller without the right learns nothing from
+    /// field violations.
+    pub fn ensure_may_manage(&self, caller: &Caller) -> Result<(), Error> {
+        ensure_admin(caller, "only admins may change the catalogue or stock")
+    }
+
     /// Applies an import's good rows in one transaction and reports the bad ones.
     /// Admin-only; idempotent by key, a replay returning the first summary.
     pub async fn import(&self, caller: &Caller, import: Import) -> Result<ImportSummary, Error> {
@@ -343,7 +350,7 @@ fn ensure_admin(caller: &Caller, message: &'static str) -> Result<(), Error> {
 
 /// The saga's RPCs (reserve, commit, release) belong to the order service alone:
 /// a customer or admin token, however privileged, may not move stock this way.
-fn only_the_order_service(caller: &Caller) -> Result<(), Error> {
+pub fn only_the_order_service(caller: &Caller) -> Result<(), Error> {
     if caller.is_service("order") {
         Ok(())
     } else {

@@ -203,6 +203,8 @@ impl From<Payment> for pb::Payment {
 impl pb::payment_service_server::PaymentService for PaymentApi {
     async fn charge(&self, req: Request<pb::ChargeRequest>) -> RpcResult<pb::ChargeResponse> {
         let caller = caller(&req)?;
+        // Who may call comes before what the request says.
+        crate::service::only_the_order_service(&caller)?;
         let charge = NewCharge::try_from(req.into_inner()).map_err(Error::InvalidArgument)?;
         let payment = self.payments.charge(&caller, charge).await?;
         Ok(Response::new(pb::ChargeResponse {
@@ -212,6 +214,8 @@ impl pb::payment_service_server::PaymentService for PaymentApi {
 
     async fn refund(&self, req: Request<pb::RefundRequest>) -> RpcResult<pb::RefundResponse> {
         let caller = caller(&req)?;
+        // Who may call comes before what the request says.
+        crate::service::only_the_order_service(&caller)?;
         let refund = NewRefund::try_from(req.into_inner()).map_err(Error::InvalidArgument)?;
         let (payment, refund) = self.payments.refund(&caller, refund).await?;
         Ok(Response::new(pb::RefundResponse {

@@ -407,3 +407,15 @@ fn refusal(payment_id: PaymentId, units: RefundUnits, state: RefundState) -> Err
         _ => Error::Aborted(REFUND_RACED),
     }
 }
+
+/// Charge and Refund are the saga's: neither customers nor admins call them
+/// directly, only the order service acting for a user.
+pub fn only_the_order_service(caller: &Caller) -> Result<(), Error> {
+    if caller.is_service("order") {
+        Ok(())
+    } else {
+        Err(Error::PermissionDenied(
+            "only the order service may charge or refund",
+        ))
+    }
+}

@@ -185,7 +185,7 @@ async fn writes_are_admin_only_and_reads_need_a_token(db: TestDb) {
             .await,
         Code::PermissionDenied,
     );
-    assert_eq!(s.message(), "only admins may create products");
+    assert_eq!(s.message(), "only admins may change the catalogue or stock");
     assert_code(
         app.client
             .adjust_stock(bearer(

@@ -5,6 +5,7 @@
 mod crash;
 mod hostile;
 mod invariants;
+mod matrix;
 mod oversell;
 mod saga;
 mod watch;
