@@ -231,6 +231,12 @@ pub struct ServerConfig {
     pub rate_limit_per_sec: u32,
     /// How many requests a caller may make at once above that rate (bucket size).
     pub rate_limit_burst: u32,
+    /// Testing aid: a response whose status message contains internals (SQL,
+    /// paths, panic text, tokens; see `error::LEAK_MARKERS`) aborts its
+    /// connection and logs an error. The test harness turns it on, so every
+    /// error of every test is scanned. Off in production.
+    #[serde(default)]
+    pub leak_guard: bool,
     /// TLS on the gRPC port (off by default; see [`crate::tls`]).
     #[serde(default)]
     pub tls: TlsConfig,
@@ -250,6 +256,7 @@ impl ServerConfig {
             max_message_bytes: 4 * 1024 * 1024,
             rate_limit_per_sec: 50,
             rate_limit_burst: 100,
+            leak_guard: false,
             tls: TlsConfig::default(),
         }
     }

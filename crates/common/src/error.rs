@@ -155,6 +155,40 @@ pub fn chain(err: &(dyn StdError + 'static)) -> String {
     s
 }
 
+/// Text that must never appear in a message a client sees: SQL, driver names,
+/// panic and backtrace text, source and file paths, tokens. Upper-case markers
+/// match as written (SQL keywords); the others ignore case.
+pub const LEAK_MARKERS: [&str; 16] = [
+    "SELECT",
+    "INSERT",
+    "UPDATE ",
+    "DELETE FROM",
+    "sqlx",
+    "sqlite",
+    "postgres",
+    "panicked",
+    "RUST_BACKTRACE",
+    "/src/",
+    ".rs:",
+    "/home/",
+    "/root/",
+    "/tmp/",
+    "stack backtrace",
+    "Bearer ",
+];
+
+/// The first [`LEAK_MARKERS`] entry `message` contains, if any.
+pub fn leak_in(message: &str) -> Option<&'static str> {
+    let lower = message.to_lowercase();
+    LEAK_MARKERS.into_iter().find(|marker| {
+        if marker.bytes().any(|b| b.is_ascii_lowercase()) {
+            lower.contains(&marker.to_lowercase())
+        } else {
+            message.contains(marker)
+        }
+    })
+}
+
 /// The `google.rpc.Status` equivalent of a tonic status, details included, for
 /// streams that report per-item errors in a message field.
 pub fn to_rpc_status(status: &Status) -> emporium_proto::google::rpc::Status {

@@ -243,17 +243,30 @@ impl KnownMethods {
 pub struct MetricsMiddleware {
     known: KnownMethods,
     access_log: bool,
+    leak_guard: bool,
 }
 
 impl MetricsMiddleware {
     /// Labels only `known` methods; writes an INFO access line per RPC when
     /// `access_log` is on.
     pub fn new(known: KnownMethods, access_log: bool) -> Self {
-        Self { known, access_log }
+        Self {
+            known,
+            access_log,
+            leak_guard: false,
+        }
+    }
+
+    /// Checks every status message for leaked internals (a testing aid: a leak
+    /// aborts the connection so the test that caused it fails).
+    pub fn with_leak_guard(mut self, on: bool) -> Self {
+        self.leak_guard = on;
+        self
     }
 }
 
 struct Completion {
+    leak_guard: bool,
     service: String,
     method: String,
     start: Instant,
@@ -262,6 +275,26 @@ struct Completion {
 }
 
 impl Completion {
+    /// Scans the status message in `headers` when the leak guard is on.
+    fn guard(&self, headers: &http::HeaderMap) {
+        if !self.leak_guard {
+            return;
+        }
+        if let Some(status) = Status::from_header_map(headers)
+            && let Some(marker) = crate::error::leak_in(status.message())
+        {
+            tracing::error!(
+                marker,
+                message = status.message(),
+                "status message leaks internals"
+            );
+            panic!(
+                "status message leaks internals ({marker:?}): {:?}",
+                status.message()
+            );
+        }
+    }
+
     fn finish(self, code: Code) {
         let elapsed = self.start.elapsed();
         let labels = [
@@ -337,6 +370,7 @@ impl Middleware for MetricsMiddleware {
             _ => ("unknown".to_owned(), "unknown".to_owned()),
         };
         let access_log = self.access_log;
+        let leak_guard = self.leak_guard;
         async move {
             metrics::gauge!(
                 "rpc_server_in_flight",
@@ -345,6 +379,7 @@ impl Middleware for MetricsMiddleware {
             )
             .increment(1.0);
             let done = Completion {
+                leak_guard,
                 service,
                 method,
                 start: Instant::now(),
@@ -355,6 +390,7 @@ impl Middleware for MetricsMiddleware {
             // Errors are trailers-only (status in the headers); successes and
             // streams carry it in the trailers, so the body is watched until then.
             if let Some(code) = grpc_status(resp.headers()) {
+                done.guard(resp.headers());
                 done.finish(code);
                 return resp;
             }
@@ -403,6 +439,7 @@ impl http_body::Body for ObservedBody {
                 if let Some(trailers) = f.trailers_ref()
                     && let Some(done) = this.done.take()
                 {
+                    done.guard(trailers);
                     done.finish(grpc_status(trailers).unwrap_or(Code::Unknown));
                 }
             }
@@ -756,6 +793,39 @@ impl Middleware for CatchPanicMiddleware {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_leak_guard_stops_a_leaky_status() {
+        use futures::FutureExt as _;
+        use tower::ServiceExt as _;
+        async fn leaky(_req: HttpRequest) -> Result<HttpResponse, Infallible> {
+            Ok(Status::internal("error returned from database: SELECT * FROM users").into_http())
+        }
+        async fn clean(_req: HttpRequest) -> Result<HttpResponse, Infallible> {
+            Ok(Status::internal("internal error").into_http())
+        }
+        let request = || {
+            http::Request::builder()
+                .uri("/emporium.user.v1.UserService/GetUser")
+                .body(Body::empty())
+                .unwrap()
+        };
+        let guard = || {
+            MiddlewareLayer(
+                MetricsMiddleware::new(KnownMethods::default(), false).with_leak_guard(true),
+            )
+        };
+        let leaked = AssertUnwindSafe(guard().layer(tower::service_fn(leaky)).oneshot(request()))
+            .catch_unwind()
+            .await;
+        assert!(leaked.is_err(), "a leaky message must not get out");
+        let fine = guard()
+            .layer(tower::service_fn(clean))
+            .oneshot(request())
+            .await
+            .unwrap();
+        assert_eq!(fine.headers()["grpc-status"], "13");
+    }
 
     #[test]
     fn buckets_allow_the_burst_then_the_rate() {

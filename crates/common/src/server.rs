@@ -236,10 +236,10 @@ impl Server {
             // The request's span; everything below logs inside it.
             .layer(MiddlewareLayer(SpanMiddleware))
             // Above auth and shedding, so refused calls are counted with their code.
-            .layer(MiddlewareLayer(MetricsMiddleware::new(
-                known,
-                self.access_log,
-            )))
+            .layer(MiddlewareLayer(
+                MetricsMiddleware::new(known, self.access_log)
+                    .with_leak_guard(self.config.leak_guard),
+            ))
             // Before any work is admitted: unauthenticated calls cost nothing below.
             .layer(MiddlewareLayer(AuthMiddleware::new(
                 self.tokens.clone(),
@@ -394,23 +394,34 @@ async fn metrics_text(State(state): State<AdminState>) -> String {
 }
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C): the shutdown future for binaries.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+///
+/// The handlers are installed when this is called, not when the future is first
+/// polled: a signal that arrives while the server is still starting must start a
+/// drain, not kill the process with the default action. Call it inside the runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = int.recv() => tracing::info!("SIGINT received"),
+                },
+                _ => {
+                    tracing::warn!("cannot install signal handlers; falling back to Ctrl-C");
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT received"),
-        () = term => tracing::info!("SIGTERM received"),
+    {
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("Ctrl-C received");
+        }
     }
 }

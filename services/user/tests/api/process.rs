@@ -79,6 +79,100 @@ fn start(dir: &std::path::Path) -> (Reaper, SocketAddr) {
     (Reaper(child), addr)
 }
 
+/// Like [`start`], but keeps every log line for the test to read afterwards.
+fn start_capturing(
+    dir: &std::path::Path,
+) -> (Reaper, SocketAddr, std::sync::mpsc::Receiver<String>) {
+    let mut child = command(dir)
+        .env("EMPORIUM_TELEMETRY__LOG_FILTER", "debug")
+        .spawn()
+        .expect("spawn emporium-user");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let addr = loop {
+        let line = lines.next().expect("exited before listening").unwrap();
+        let _ = tx.send(line.clone());
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if v["message"] == "emporium-user listening" {
+            break v["grpc"].as_str().unwrap().parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (Reaper(child), addr, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_and_passwords_never_reach_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut reaper, addr, logs) = start_capturing(dir.path());
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = pb::user_service_client::UserServiceClient::new(channel);
+    let auth = client
+        .authenticate(pb::AuthenticateRequest {
+            email: ADMIN_EMAIL.into(),
+            password: ADMIN_PASSWORD.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let id = auth.user.unwrap().id;
+    // A good token, a forged one, and a failed sign-in, all at debug level.
+    client
+        .get_user(bearer(
+            pb::GetUserRequest {
+                user_id: id.clone(),
+            },
+            &auth.access_token,
+        ))
+        .await
+        .unwrap();
+    let forged = format!("{}x", auth.access_token);
+    client
+        .get_user(bearer(pb::GetUserRequest { user_id: id }, &forged))
+        .await
+        .unwrap_err();
+    client
+        .authenticate(pb::AuthenticateRequest {
+            email: ADMIN_EMAIL.into(),
+            password: "wrong-password-123".into(),
+        })
+        .await
+        .unwrap_err();
+    Command::new("kill")
+        .args(["-TERM", &reaper.0.id().to_string()])
+        .status()
+        .unwrap();
+    tokio::task::spawn_blocking(move || wait_exit(&mut reaper.0, Duration::from_secs(10)))
+        .await
+        .unwrap();
+    let lines: Vec<String> = logs.try_iter().collect();
+    assert!(
+        lines.iter().any(|l| l.contains("GetUser")),
+        "the calls were logged"
+    );
+    let signature = auth.access_token.rsplit('.').next().unwrap().to_owned();
+    for line in &lines {
+        for secret in [
+            signature.as_str(),
+            "authorization",
+            ADMIN_PASSWORD,
+            "wrong-password-123",
+        ] {
+            assert!(!line.contains(secret), "log line leaks {secret:?}: {line}");
+        }
+    }
+}
+
 fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + within;
     loop {
