@@ -11,6 +11,7 @@
 //! banner and return; with `EMPORIUM_REQUIRE_POSTGRES=1` (CI) they fail instead.
 
 pub mod postgres;
+pub mod raw;
 
 use std::net::SocketAddr;
 

@@ -4,23 +4,18 @@
 //! whose message leaks nothing internal, no saga starts for a refused request,
 //! and a normal call on the same connection works right after.
 
-use std::{
-    convert::Infallible,
-    pin::Pin,
-    task::{Context, Poll},
-};
-
 use emporium_common::{
     auth::Role,
-    rpc::{Channel, Code, Status, StatusExt as _},
+    rpc::{Code, Status, StatusExt as _},
 };
-use emporium_testkit::{TestDb, assert_no_leak, backend_tests, bearer, tokens};
-use http_body::{Body as _, Frame};
+use emporium_testkit::{
+    TestDb, assert_no_leak, backend_tests, bearer,
+    raw::{frame, framed, raw},
+    tokens,
+};
 use pb::order_service_client::OrderServiceClient;
 use proptest::{prelude::*, test_runner::RngSeed};
 use prost::Message as _;
-use tonic::{body::Body, codegen::Bytes};
-use tower::ServiceExt as _;
 use uuid::Uuid;
 
 use crate::{Stack, pb, stack, status};
@@ -62,85 +57,6 @@ fn refused<T: std::fmt::Debug>(r: Result<T, Status>, code: Code) -> Status {
 fn invalid<T: std::fmt::Debug>(r: Result<T, Status>, fields: &[&str]) {
     let s = refused(r, Code::InvalidArgument);
     assert_eq!(violated_fields(&s), fields, "{s:?}");
-}
-
-/// A request body sent as one HTTP/2 DATA frame.
-struct Once(Option<Bytes>);
-
-impl http_body::Body for Once {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Poll::Ready(self.0.take().map(|b| Ok(Frame::data(b))))
-    }
-}
-
-/// A gRPC length-prefixed message: `flag`, then `len` (which may lie), then `bytes`.
-fn frame(flag: u8, len: u32, bytes: &[u8]) -> Vec<u8> {
-    let mut out = vec![flag];
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(bytes);
-    out
-}
-
-/// An honest uncompressed frame around `bytes`.
-fn framed(bytes: &[u8]) -> Vec<u8> {
-    frame(0, bytes.len().try_into().unwrap(), bytes)
-}
-
-/// POSTs `body` as is (framing included) to `path` over `channel`: a hand-made
-/// gRPC request on the real HTTP/2 connection. Returns the response message or
-/// the status; a transport failure or a non-gRPC answer fails the test.
-async fn raw(
-    channel: &Channel,
-    path: &str,
-    token: Option<&str>,
-    body: Vec<u8>,
-) -> Result<Vec<u8>, Status> {
-    let mut req = http::Request::builder()
-        .method("POST")
-        .uri(path)
-        .header("content-type", "application/grpc")
-        .header("te", "trailers");
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let req = req.body(Body::new(Once(Some(body.into())))).unwrap();
-    let resp = channel
-        .clone()
-        .oneshot(req)
-        .await
-        .expect("the connection survives a hostile request");
-    assert_eq!(
-        resp.status(),
-        http::StatusCode::OK,
-        "a gRPC answer, not an HTTP error"
-    );
-    if let Some(s) = Status::from_header_map(resp.headers()) {
-        // Trailers-only: an error before any message.
-        return if s.code() == Code::Ok {
-            Ok(Vec::new())
-        } else {
-            Err(s)
-        };
-    }
-    let mut body = resp.into_body();
-    let (mut data, mut trailers) = (Vec::new(), None);
-    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
-        match frame.expect("response body").into_data() {
-            Ok(d) => data.extend_from_slice(&d),
-            Err(f) => trailers = f.into_trailers().ok(),
-        }
-    }
-    let status = Status::from_header_map(&trailers.expect("trailers")).expect("grpc-status");
-    match status.code() {
-        Code::Ok => Ok(data.get(5..).unwrap_or_default().to_vec()),
-        _ => Err(status),
-    }
 }
 
 /// A new admin's token.

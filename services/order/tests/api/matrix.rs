@@ -3,11 +3,7 @@
 //! every kind of bad token and every caller that must be refused, on real sockets.
 //! A method missing from `rule` fails the test until someone decides who may call it.
 
-use std::{
-    convert::Infallible,
-    pin::Pin,
-    task::{Context, Poll},
-};
+use std::pin::Pin;
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use emporium_common::{
@@ -16,10 +12,10 @@ use emporium_common::{
     rpc::{Channel, Code, Status},
 };
 use emporium_proto::{order::v1 as ord, payment::v1 as pay, user::v1 as usr};
-use emporium_testkit::{TestDb, assert_no_leak, auth_config, tokens};
-use http_body::{Body as _, Frame};
+use emporium_testkit::{TestDb, assert_no_leak, auth_config, raw::Once, tokens};
+use http_body::Body as _;
 use prost::Message as _;
-use tonic::{body::Body, codegen::Bytes};
+use tonic::body::Body;
 use tower::ServiceExt as _;
 use uuid::Uuid;
 
@@ -233,19 +229,6 @@ fn bad_tokens(user: Uuid) -> Vec<(&'static str, Option<String>)> {
         ),
         ("garbage", Some("not.a.token".into())),
     ]
-}
-
-struct Once(Option<Bytes>);
-
-impl http_body::Body for Once {
-    type Data = Bytes;
-    type Error = Infallible;
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Poll::Ready(self.0.take().map(|b| Ok(Frame::data(b))))
-    }
 }
 
 /// Sends one framed message to `path` and returns the final gRPC status (OK for
