@@ -4,14 +4,11 @@
 //! whose message leaks nothing internal, no saga starts for a refused request,
 //! and a normal call on the same connection works right after.
 
-use emporium_common::{
-    auth::Role,
-    rpc::{Code, Status, StatusExt as _},
-};
+use emporium_common::{auth::Role, rpc::Code};
 use emporium_testkit::{
-    TestDb, assert_no_leak, backend_tests, bearer,
+    TestDb, assert_no_leak, backend_tests, bearer, invalid,
     raw::{frame, framed, raw},
-    tokens,
+    refused, scan, tokens, violated_fields,
 };
 use pb::order_service_client::OrderServiceClient;
 use proptest::{prelude::*, test_runner::RngSeed};
@@ -26,38 +23,6 @@ const SVC: &str = "/emporium.order.v1.OrderService";
 
 /// The server's receive limit (`server.max_message_bytes`, default 4 MiB).
 const LIMIT: usize = 4 * 1024 * 1024;
-
-/// The fields named by a status's BadRequest detail.
-fn violated_fields(s: &Status) -> Vec<String> {
-    s.get_details_bad_request()
-        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
-        .unwrap_or_default()
-}
-
-// ---- helpers (each service's hostile tests carry their own copy) ----
-
-/// Fails when a status, its message or its details leak internals.
-#[track_caller]
-fn scan(s: &Status) {
-    assert_no_leak(s.message());
-    assert_no_leak(&String::from_utf8_lossy(s.details()));
-}
-
-/// Asserts the error code, scans the status, and returns it.
-#[track_caller]
-fn refused<T: std::fmt::Debug>(r: Result<T, Status>, code: Code) -> Status {
-    let s = r.expect_err("expected an error status");
-    assert_eq!(s.code(), code, "{s:?}");
-    scan(&s);
-    s
-}
-
-/// Asserts INVALID_ARGUMENT with a BadRequest naming exactly `fields`.
-#[track_caller]
-fn invalid<T: std::fmt::Debug>(r: Result<T, Status>, fields: &[&str]) {
-    let s = refused(r, Code::InvalidArgument);
-    assert_eq!(violated_fields(&s), fields, "{s:?}");
-}
 
 /// A new admin's token.
 fn admin_token() -> String {

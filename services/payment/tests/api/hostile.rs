@@ -3,14 +3,11 @@
 //! proper gRPC status whose message leaks nothing internal, no money moves, and
 //! a normal call on the same connection works right after.
 
-use emporium_common::{
-    auth::Role,
-    rpc::{Code, Status},
-};
+use emporium_common::{auth::Role, rpc::Code};
 use emporium_testkit::{
-    TestDb, assert_no_leak, backend_tests, bearer,
+    TestDb, backend_tests, bearer, invalid,
     raw::{frame, framed, raw},
-    tokens,
+    refused, scan, tokens,
 };
 use pb::payment_service_client::PaymentServiceClient;
 use proptest::{prelude::*, test_runner::RngSeed};
@@ -27,29 +24,6 @@ const SVC: &str = "/emporium.payment.v1.PaymentService";
 const LIMIT: usize = 4 * 1024 * 1024;
 
 // ---- helpers (each service's hostile tests carry their own copy) ----
-
-/// Fails when a status, its message or its details leak internals.
-#[track_caller]
-fn scan(s: &Status) {
-    assert_no_leak(s.message());
-    assert_no_leak(&String::from_utf8_lossy(s.details()));
-}
-
-/// Asserts the error code, scans the status, and returns it.
-#[track_caller]
-fn refused<T: std::fmt::Debug>(r: Result<T, Status>, code: Code) -> Status {
-    let s = r.expect_err("expected an error status");
-    assert_eq!(s.code(), code, "{s:?}");
-    scan(&s);
-    s
-}
-
-/// Asserts INVALID_ARGUMENT with a BadRequest naming exactly `fields`.
-#[track_caller]
-fn invalid<T: std::fmt::Debug>(r: Result<T, Status>, fields: &[&str]) {
-    let s = refused(r, Code::InvalidArgument);
-    assert_eq!(violated_fields(&s), fields, "{s:?}");
-}
 
 /// The order service acting for `user`: the only caller of Charge and Refund.
 fn order_service(user: &str) -> String {

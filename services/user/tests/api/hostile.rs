@@ -3,14 +3,11 @@
 //! Every answer is a proper gRPC status whose message leaks nothing internal,
 //! and a normal call on the same connection works right after.
 
-use emporium_common::{
-    auth::Role,
-    rpc::{Code, Status},
-};
+use emporium_common::{auth::Role, rpc::Code};
 use emporium_testkit::{
-    TestDb, assert_no_leak, backend_tests, bearer,
+    TestDb, assert_no_leak, backend_tests, bearer, invalid,
     raw::{frame, framed, raw},
-    tokens,
+    refused, scan, tokens,
 };
 use pb::user_service_client::UserServiceClient;
 use proptest::{prelude::*, test_runner::RngSeed};
@@ -30,29 +27,6 @@ const LIST_USERS: &str = "/emporium.user.v1.UserService/ListUsers";
 const LIMIT: usize = 4 * 1024 * 1024;
 
 // ---- helpers (each service's hostile tests carry their own copy) ----
-
-/// Fails when a status, its message or its details leak internals.
-#[track_caller]
-fn scan(s: &Status) {
-    assert_no_leak(s.message());
-    assert_no_leak(&String::from_utf8_lossy(s.details()));
-}
-
-/// Asserts the error code, scans the status, and returns it.
-#[track_caller]
-fn refused<T: std::fmt::Debug>(r: Result<T, Status>, code: Code) -> Status {
-    let s = r.expect_err("expected an error status");
-    assert_eq!(s.code(), code, "{s:?}");
-    scan(&s);
-    s
-}
-
-/// Asserts INVALID_ARGUMENT with a BadRequest naming exactly `fields`.
-#[track_caller]
-fn invalid<T: std::fmt::Debug>(r: Result<T, Status>, fields: &[&str]) {
-    let s = refused(r, Code::InvalidArgument);
-    assert_eq!(violated_fields(&s), fields, "{s:?}");
-}
 
 fn admin_token() -> String {
     tokens()
