@@ -10,8 +10,8 @@ use std::{
 };
 
 use emporium_common::{
-    client::{PeerConfig, channel},
-    rpc::{Channel, Code, MetadataValue, Request, Response, Status},
+    client::{PeerChannel, PeerConfig, channel},
+    rpc::{Code, MetadataValue, Request, Response, Status},
 };
 use emporium_proto::{
     inventory::v1::inventory_service_client::InventoryServiceClient,
@@ -56,7 +56,7 @@ impl Service {
 #[derive(Debug, Clone)]
 pub struct Clients {
     urls: [String; 4],
-    channels: [Channel; 4],
+    channels: [PeerChannel; 4],
 }
 
 impl Clients {
@@ -76,18 +76,19 @@ impl Clients {
             "--order-url",
         ];
         let mut channels = Vec::with_capacity(4);
-        for (url, flag) in urls.iter().zip(flags) {
+        let names = ["user", "inventory", "payment", "order"];
+        for ((url, flag), name) in urls.iter().zip(flags).zip(names) {
             let peer = PeerConfig {
                 url: url.clone(),
                 connect_timeout_ms: 3_000,
                 call_timeout_ms: u64::try_from(CALL_TIMEOUT.as_millis()).unwrap_or(u64::MAX),
                 tls: Default::default(),
             };
-            let ch = channel(&peer)
+            let ch = channel(name, &peer)
                 .map_err(|e| CliError::Usage(format!("{flag} {url:?} is not a usable URL: {e}")))?;
             channels.push(ch);
         }
-        let channels: [Channel; 4] = channels
+        let channels: [PeerChannel; 4] = channels
             .try_into()
             .map_err(|_| CliError::Usage("internal: expected four channels".into()))?;
         Ok(Self { urls, channels })
@@ -108,22 +109,22 @@ impl Clients {
     }
 
     /// A user service client on the shared channel.
-    pub fn user(&self) -> UserServiceClient<Channel> {
+    pub fn user(&self) -> UserServiceClient<PeerChannel> {
         UserServiceClient::new(self.channels[Self::index(Service::User)].clone())
     }
 
     /// An inventory service client on the shared channel.
-    pub fn inventory(&self) -> InventoryServiceClient<Channel> {
+    pub fn inventory(&self) -> InventoryServiceClient<PeerChannel> {
         InventoryServiceClient::new(self.channels[Self::index(Service::Inventory)].clone())
     }
 
     /// A payment service client on the shared channel.
-    pub fn payment(&self) -> PaymentServiceClient<Channel> {
+    pub fn payment(&self) -> PaymentServiceClient<PeerChannel> {
         PaymentServiceClient::new(self.channels[Self::index(Service::Payment)].clone())
     }
 
     /// An order service client on the shared channel.
-    pub fn order(&self) -> OrderServiceClient<Channel> {
+    pub fn order(&self) -> OrderServiceClient<PeerChannel> {
         OrderServiceClient::new(self.channels[Self::index(Service::Order)].clone())
     }
 

@@ -59,7 +59,7 @@ async fn order_calls_user_over_mutual_tls_with_the_dev_certs() {
             },
             ..PeerConfig::local(0)
         };
-        let status = HealthClient::new(channel(&peer).unwrap())
+        let status = HealthClient::new(channel("health", &peer).unwrap())
             .check(HealthCheckRequest {
                 service: String::new(),
             })

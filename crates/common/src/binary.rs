@@ -51,7 +51,8 @@ where
         println!("{}", config::redacted_json(&config));
         return ExitCode::SUCCESS;
     }
-    let _telemetry = telemetry::init(config.telemetry());
+    let service = binary.strip_prefix("emporium-").unwrap_or(binary);
+    let _telemetry = telemetry::init(config.telemetry(), service);
     config::warn_if_dev_secret(config.auth());
     match run(config, Box::pin(shutdown_signal())).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,15 +3,33 @@
 //! call would pay a TCP and HTTP/2 handshake each time). With `tls.enabled` and
 //! an `https://` URL the channel speaks TLS, presenting this service's
 //! certificate when the peer requires mutual TLS (see [`crate::tls`]).
+//!
+//! Every call through a [`PeerChannel`] opens a client span, sends it on as W3C
+//! `traceparent`/`tracestate`/`baggage` metadata, and is counted per peer
+//! (`rpc_client_*` metrics): the calling code does nothing for any of it.
 
-use std::time::Duration;
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
 
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use tonic::transport::{Channel, Endpoint};
+use tonic::{
+    Code,
+    body::Body,
+    transport::{Channel, Endpoint},
+};
+use tower::Service;
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::{
     config::{ConfigError, Validate},
+    layers::{OnStatus, code_name, observe, split_path},
     tls::PeerTlsConfig,
+    trace,
 };
 
 /// How to reach one peer.
@@ -84,9 +102,27 @@ pub enum ChannelError {
     },
 }
 
-/// A lazily connecting channel: the service starts even when the peer is not up
-/// yet, and reconnects on its own when the peer comes back.
-pub fn channel(peer: &PeerConfig) -> Result<Channel, ChannelError> {
+/// A lazily connecting, traced and measured channel to the peer called `name`
+/// (the `peer` label of the client metrics): the service starts even when the
+/// peer is not up yet, and reconnects on its own when the peer comes back.
+pub fn channel(name: &str, peer: &PeerConfig) -> Result<PeerChannel, ChannelError> {
+    let inner = raw_channel(peer)?;
+    let authority = inner_authority(&peer.url);
+    Ok(PeerChannel {
+        inner,
+        peer: Arc::from(name),
+        authority: Arc::from(authority),
+    })
+}
+
+fn inner_authority(url: &str) -> String {
+    url.parse::<http::Uri>()
+        .ok()
+        .and_then(|u| u.authority().map(|a| a.as_str().to_owned()))
+        .unwrap_or_default()
+}
+
+fn raw_channel(peer: &PeerConfig) -> Result<Channel, ChannelError> {
     let url = &peer.url;
     let transport = |source| ChannelError::Transport {
         url: url.clone(),
@@ -120,4 +156,108 @@ pub fn channel(peer: &PeerConfig) -> Result<Channel, ChannelError> {
         .keep_alive_timeout(Duration::from_secs(10))
         .keep_alive_while_idle(true)
         .connect_lazy())
+}
+
+/// A channel to one peer that traces and measures every call. Cheap to clone;
+/// clones share the connection.
+#[derive(Debug, Clone)]
+pub struct PeerChannel {
+    inner: Channel,
+    peer: Arc<str>,
+    authority: Arc<str>,
+}
+
+impl PeerChannel {
+    /// The peer's name, as in the metrics' `peer` label.
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+}
+
+struct ClientCall {
+    peer: Arc<str>,
+    service: String,
+    method: String,
+    start: Instant,
+    span: tracing::Span,
+}
+
+impl ClientCall {
+    fn labels(&self) -> [(&'static str, String); 3] {
+        [
+            ("peer", self.peer.to_string()),
+            ("rpc_service", self.service.clone()),
+            ("rpc_method", self.method.clone()),
+        ]
+    }
+}
+
+impl OnStatus for ClientCall {
+    fn on_status(self, code: Code, message: &str, _metadata: Option<&http::HeaderMap>) {
+        let labels = self.labels();
+        metrics::gauge!("rpc_client_in_flight", &labels).decrement(1.0);
+        metrics::histogram!("rpc_client_duration_seconds", &labels)
+            .record(self.start.elapsed().as_secs_f64());
+        let [peer, service, method] = labels;
+        metrics::counter!(
+            "rpc_client_requests_total",
+            "peer" => peer.1,
+            "rpc_service" => service.1,
+            "rpc_method" => method.1,
+            "rpc_grpc_status_code" => code_name(code),
+        )
+        .increment(1);
+        trace::record_status(&self.span, trace::Side::Client, code, message);
+    }
+}
+
+/// The code a caller sees for a call that got no answer at all.
+fn transport_code(e: &tonic::transport::Error) -> Code {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<tonic::TimeoutExpired>() {
+            return Code::DeadlineExceeded;
+        }
+        source = err.source();
+    }
+    Code::Unavailable
+}
+
+impl Service<http::Request<Body>> for PeerChannel {
+    type Response = http::Response<Body>;
+    type Error = tonic::transport::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
+        let (service, method) = split_path(req.uri().path()).unwrap_or(("unknown", "unknown"));
+        let (service, method) = (service.to_owned(), method.to_owned());
+        // A child of whatever span the caller is in (a handler, a saga step).
+        let span = trace::client_span(&self.peer, &service, &method, &self.authority);
+        trace::inject(&span.context(), req.headers_mut());
+        let call = ClientCall {
+            peer: self.peer.clone(),
+            service,
+            method,
+            start: Instant::now(),
+            span: span.clone(),
+        };
+        metrics::gauge!("rpc_client_in_flight", &call.labels()).increment(1.0);
+        let fut = self.inner.call(req);
+        Box::pin(
+            async move {
+                match fut.await {
+                    Ok(resp) => Ok(observe(resp, call)),
+                    Err(e) => {
+                        call.on_status(transport_code(&e), &e.to_string(), None);
+                        Err(e)
+                    }
+                }
+            }
+            .instrument(span),
+        )
+    }
 }

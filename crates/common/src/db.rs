@@ -5,13 +5,18 @@
 //! connection and a separate read pool: a second writer gains nothing and stalls
 //! in the busy handler. On PostgreSQL both handles are the same pool.
 
-use std::{path::Path, time::Duration};
+use std::{
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use sqlx::{
-    AnyPool, Executor as _,
+    AnyConnection, AnyPool, Executor as _,
     any::AnyPoolOptions,
     migrate::{MigrateError, Migrator},
 };
+use tracing::{Instrument as _, field::Empty};
 
 use crate::config::DatabaseConfig;
 
@@ -24,12 +29,23 @@ pub enum Backend {
     Postgres,
 }
 
+impl Backend {
+    /// The OpenTelemetry `db.system.name`.
+    pub fn system_name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgresql",
+        }
+    }
+}
+
 /// The pools of one service's database. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Db {
     writer: AnyPool,
     reader: AnyPool,
     backend: Backend,
+    name: Arc<str>,
 }
 
 /// Opening or migrating the database failed.
@@ -73,7 +89,9 @@ impl Db {
                 writer,
                 reader,
                 backend: Backend::Sqlite,
-            })
+                name: database_name(&url).into(),
+            }
+            .measured())
         } else {
             let pool = AnyPoolOptions::new()
                 .max_connections(config.max_connections)
@@ -85,7 +103,9 @@ impl Db {
                 writer: pool.clone(),
                 reader: pool,
                 backend: Backend::Postgres,
-            })
+                name: database_name(url).into(),
+            }
+            .measured())
         }
     }
 
@@ -110,6 +130,77 @@ impl Db {
         self.backend
     }
 
+    /// The database's name (SQLite file stem or PostgreSQL database): the
+    /// `db` label of the pool and transaction metrics.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Starts a write transaction named `operation` (`reserve`, `save`, …),
+    /// traced as a span from `begin` to commit or rollback and timed in
+    /// `db_transaction_duration_seconds`. Dropping the [`Tx`] uncommitted rolls
+    /// it back and marks the span failed.
+    pub async fn begin(&self, operation: &'static str) -> Result<Tx, sqlx::Error> {
+        let span = tracing::info_span!(
+            "db.transaction",
+            otel.name = %format_args!("db.{operation}"),
+            otel.kind = "client",
+            otel.status_code = Empty,
+            otel.status_description = Empty,
+            db.system.name = self.backend.system_name(),
+            db.namespace = %self.name,
+            db.operation.name = operation,
+        );
+        let start = Instant::now();
+        match self.writer.begin().instrument(span.clone()).await {
+            Ok(tx) => Ok(Tx {
+                inner: Some(tx),
+                span,
+                operation,
+                db: self.name.clone(),
+                start,
+            }),
+            Err(e) => {
+                crate::trace::record_error(&span, "begin failed");
+                Err(e)
+            }
+        }
+    }
+
+    /// Registers this database's pool gauges, refreshed at every scrape of
+    /// `/metrics` for as long as the pools are open.
+    fn measured(self) -> Self {
+        let pools = [
+            ("writer", self.writer.clone()),
+            ("reader", self.reader.clone()),
+        ];
+        let count = if self.backend == Backend::Sqlite {
+            2
+        } else {
+            1
+        };
+        let db = self.name.to_string();
+        crate::telemetry::on_scrape(move || {
+            for (pool_name, pool) in pools.iter().take(count) {
+                let labels = [("db", db.clone()), ("pool", (*pool_name).to_owned())];
+                let size = f64::from(pool.size());
+                let idle = pool.num_idle() as f64;
+                let in_use = (size - idle).max(0.0);
+                let state = |s: &'static str| {
+                    let mut l = labels.to_vec();
+                    l.push(("state", s.to_owned()));
+                    l
+                };
+                metrics::gauge!("db_pool_connections", &state("idle")).set(idle);
+                metrics::gauge!("db_pool_connections", &state("in_use")).set(in_use);
+                metrics::gauge!("db_pool_max_connections", &labels)
+                    .set(f64::from(pool.options().get_max_connections()));
+            }
+            !pools[0].1.is_closed()
+        });
+        self
+    }
+
     /// A trivial query on each pool, for readiness.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         self.reader.execute("SELECT 1").await?;
@@ -123,6 +214,91 @@ impl Db {
     pub async fn close(&self) {
         self.writer.close().await;
         self.reader.close().await;
+    }
+}
+
+/// A write transaction from [`Db::begin`]: use `&mut *tx` as the executor,
+/// finish with [`Tx::commit`].
+#[derive(Debug)]
+pub struct Tx {
+    inner: Option<sqlx::Transaction<'static, sqlx::Any>>,
+    span: tracing::Span,
+    operation: &'static str,
+    db: Arc<str>,
+    start: Instant,
+}
+
+impl Tx {
+    /// Commits; the span and the metrics record the outcome.
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        let Some(tx) = self.inner.take() else {
+            return Ok(());
+        };
+        let result = tx.commit().instrument(self.span.clone()).await;
+        self.finish(if result.is_ok() {
+            None
+        } else {
+            Some("commit failed")
+        });
+        result
+    }
+
+    /// Rolls back on purpose (a refusal found inside the transaction); the span
+    /// records why.
+    pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
+        let Some(tx) = self.inner.take() else {
+            return Ok(());
+        };
+        self.finish(Some("rolled back"));
+        tx.rollback().await
+    }
+
+    fn finish(&self, failure: Option<&str>) {
+        metrics::histogram!(
+            "db_transaction_duration_seconds",
+            "db" => self.db.to_string(),
+            "operation" => self.operation,
+            "outcome" => if failure.is_none() { "commit" } else { "rollback" },
+        )
+        .record(self.start.elapsed().as_secs_f64());
+        if let Some(why) = failure {
+            crate::trace::record_error(&self.span, why);
+        }
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        // Still open: an error (or a dropped request) left it; sqlx rolls back.
+        if self.inner.is_some() {
+            self.finish(Some("rolled back"));
+        }
+    }
+}
+
+impl std::ops::Deref for Tx {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        self.inner.as_ref().expect("transaction already finished")
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        self.inner.as_mut().expect("transaction already finished")
+    }
+}
+
+/// The database name in a URL: a SQLite file's stem or the PostgreSQL
+/// database (the path), without query parameters.
+fn database_name(url: &str) -> String {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    let last = path.rsplit('/').next().unwrap_or(path);
+    let stem = last.strip_suffix(".db").unwrap_or(last);
+    if stem.is_empty() {
+        "default".into()
+    } else {
+        stem.to_owned()
     }
 }
 
@@ -215,6 +391,19 @@ pub fn status(e: &sqlx::Error) -> tonic::Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_names_come_from_the_url() {
+        assert_eq!(database_name("sqlite://data/order.db?mode=rwc"), "order");
+        assert_eq!(
+            database_name("postgres://u:p@db:5432/emporium_user"),
+            "emporium_user"
+        );
+        assert_eq!(
+            database_name("postgres://u:p@db:5432/inv?sslmode=disable"),
+            "inv"
+        );
+    }
 
     #[test]
     fn sqlite_urls_get_create_mode_and_a_directory() {

@@ -1,6 +1,6 @@
 //! The tower layers every request passes through, outermost first:
 //!
-//! request id → trace span → metrics + access log → auth → load shed → deadline →
+//! request id → trace context (server span) → metrics + access log → auth → load shed → deadline →
 //! catch panic → the service.
 //!
 //! Each layer answers failures itself with a proper gRPC status (never a bare
@@ -169,12 +169,13 @@ impl Middleware for RequestIdMiddleware {
     }
 }
 
-/// Opens the request's span, so every log line inside carries the method and
-/// request id.
+/// Opens the request's server span as a child of the caller's trace (W3C
+/// `traceparent`/`tracestate`/`baggage` in the metadata), so every log line
+/// and every outbound call inside carries the trace and the request id.
 #[derive(Debug, Clone, Default)]
-pub struct SpanMiddleware;
+pub struct TraceContextMiddleware;
 
-impl Middleware for SpanMiddleware {
+impl Middleware for TraceContextMiddleware {
     fn handle<S>(
         &self,
         req: HttpRequest,
@@ -188,14 +189,13 @@ impl Middleware for SpanMiddleware {
         let request_id = req
             .extensions()
             .get::<RequestId>()
-            .map(|r| r.0.clone())
+            .map(|r| r.0.as_str())
             .unwrap_or_default();
-        let span = tracing::info_span!(
-            "rpc",
-            rpc.system = "grpc",
-            rpc.service = %service,
-            rpc.method = %method,
-            request_id = %request_id,
+        let span = crate::trace::server_span(
+            service,
+            method,
+            request_id,
+            crate::trace::extract(req.headers()),
         );
         next.run(req).instrument(span)
     }
@@ -295,7 +295,7 @@ impl Completion {
         }
     }
 
-    fn finish(self, code: Code) {
+    fn finish(self, code: Code, message: &str) {
         let elapsed = self.start.elapsed();
         let labels = [
             ("rpc_service", self.service.clone()),
@@ -311,9 +311,12 @@ impl Completion {
         )
         .increment(1);
         metrics::histogram!("rpc_server_duration_seconds", &labels).record(elapsed.as_secs_f64());
+        crate::trace::record_status(&self.span, crate::trace::Side::Server, code, message);
         if self.access_log {
             self.span.in_scope(|| {
                 tracing::info!(
+                    rpc.service = %self.service,
+                    rpc.method = %self.method,
                     code = code_label,
                     duration_ms = elapsed.as_secs_f64() * 1e3,
                     "rpc finished"
@@ -346,7 +349,13 @@ pub fn code_name(code: Code) -> &'static str {
     }
 }
 
-fn grpc_status(headers: &http::HeaderMap) -> Option<Code> {
+/// The `grpc-message` of a response, percent-decoded.
+pub fn grpc_message(headers: &http::HeaderMap) -> Option<String> {
+    Status::from_header_map(headers).map(|s| s.message().to_owned())
+}
+
+/// The `grpc-status` of a response or trailers.
+pub fn grpc_status(headers: &http::HeaderMap) -> Option<Code> {
     headers
         .get("grpc-status")
         .and_then(|v| v.to_str().ok())
@@ -386,45 +395,65 @@ impl Middleware for MetricsMiddleware {
                 access_log,
                 span: tracing::Span::current(),
             };
-            let resp = next.run(req).await;
-            // Errors are trailers-only (status in the headers); successes and
-            // streams carry it in the trailers, so the body is watched until then.
-            if let Some(code) = grpc_status(resp.headers()) {
-                done.guard(resp.headers());
-                done.finish(code);
-                return resp;
-            }
-            let (parts, body) = resp.into_parts();
-            HttpResponse::from_parts(
-                parts,
-                Body::new(ObservedBody {
-                    inner: body,
-                    done: Some(done),
-                }),
-            )
+            observe(next.run(req).await, done)
         }
     }
 }
 
+impl OnStatus for Completion {
+    fn on_status(self, code: Code, message: &str, metadata: Option<&http::HeaderMap>) {
+        if let Some(metadata) = metadata {
+            self.guard(metadata);
+        }
+        self.finish(code, message);
+    }
+}
+
+/// Told once how a call ended: its code and message, and the headers or
+/// trailers that carried them (none when the stream broke off).
+pub trait OnStatus: Send + 'static {
+    /// The call ended with `code`.
+    fn on_status(self, code: Code, message: &str, metadata: Option<&http::HeaderMap>);
+}
+
+/// Calls `done` when `resp` ends: at once for a trailers-only answer (every
+/// error), else when the trailers go by — for a stream that is when it ends —
+/// or with CANCELLED when the body is dropped first.
+pub fn observe<F: OnStatus>(resp: HttpResponse, done: F) -> HttpResponse {
+    if let Some(code) = grpc_status(resp.headers()) {
+        let message = grpc_message(resp.headers()).unwrap_or_default();
+        done.on_status(code, &message, Some(resp.headers()));
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    HttpResponse::from_parts(
+        parts,
+        Body::new(ObservedBody {
+            inner: body,
+            done: Some(done),
+        }),
+    )
+}
+
 pin_project_lite::pin_project! {
-    struct ObservedBody {
+    struct ObservedBody<F: OnStatus> {
         #[pin]
         inner: Body,
-        done: Option<Completion>,
+        done: Option<F>,
     }
 
-    impl PinnedDrop for ObservedBody {
+    impl<F: OnStatus> PinnedDrop for ObservedBody<F> {
         fn drop(this: Pin<&mut Self>) {
             // Dropped before the trailers: the client went away or the stream
             // was torn down.
             if let Some(done) = this.project().done.take() {
-                done.finish(Code::Cancelled);
+                done.on_status(Code::Cancelled, "the stream was dropped", None);
             }
         }
     }
 }
 
-impl http_body::Body for ObservedBody {
+impl<F: OnStatus> http_body::Body for ObservedBody<F> {
     type Data = Bytes;
     type Error = Status;
 
@@ -439,18 +468,19 @@ impl http_body::Body for ObservedBody {
                 if let Some(trailers) = f.trailers_ref()
                     && let Some(done) = this.done.take()
                 {
-                    done.guard(trailers);
-                    done.finish(grpc_status(trailers).unwrap_or(Code::Unknown));
+                    let code = grpc_status(trailers).unwrap_or(Code::Unknown);
+                    let message = grpc_message(trailers).unwrap_or_default();
+                    done.on_status(code, &message, Some(trailers));
                 }
             }
             Some(Err(s)) => {
                 if let Some(done) = this.done.take() {
-                    done.finish(s.code());
+                    done.on_status(s.code(), s.message(), None);
                 }
             }
             None => {
                 if let Some(done) = this.done.take() {
-                    done.finish(Code::Unknown);
+                    done.on_status(Code::Unknown, "stream ended without a status", None);
                 }
             }
         }

@@ -8,7 +8,7 @@
 //!
 //! Services reach tonic through [`rpc`], so the gRPC library stays pinned here.
 //!
-//! Reading order: [`config`] → [`telemetry`] → [`server`] (and the [`layers`] it
+//! Reading order: [`config`] → [`telemetry`] (and [`trace`]) → [`server`] (and the [`layers`] it
 //! stacks) → [`auth`] → [`error`] → [`db`] → [`client`] → [`binary`] (the
 //! shared `main`); [`paging`] and [`time`]
 //! are small helpers for the transport layer; [`tls`] is the optional (mutual) TLS
@@ -27,3 +27,4 @@ pub mod server;
 pub mod telemetry;
 pub mod time;
 pub mod tls;
+pub mod trace;

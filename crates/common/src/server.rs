@@ -39,7 +39,7 @@ use crate::{
     layers::{
         AuthMiddleware, CatchPanicMiddleware, DeadlineMiddleware, KnownMethods, LoadShedMiddleware,
         MetricsMiddleware, MiddlewareLayer, RateLimitMiddleware, RequestIdMiddleware,
-        SpanMiddleware,
+        TraceContextMiddleware,
     },
 };
 
@@ -185,7 +185,8 @@ impl Server {
         listeners: Listeners,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServeError> {
-        let metrics = crate::telemetry::metrics_handle();
+        // Installs the recorder before the first request is counted.
+        crate::telemetry::metrics_handle();
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_service_status("", ServingStatus::Serving).await;
         for name in &self.service_names {
@@ -233,8 +234,9 @@ impl Server {
         let stack = tower::ServiceBuilder::new()
             // First, so every later layer, log line and the response carry the id.
             .layer(MiddlewareLayer(RequestIdMiddleware))
-            // The request's span; everything below logs inside it.
-            .layer(MiddlewareLayer(SpanMiddleware))
+            // The server span, continuing the caller's trace; everything below
+            // logs inside it and every outbound call carries it on.
+            .layer(MiddlewareLayer(TraceContextMiddleware))
             // Above auth and shedding, so refused calls are counted with their code.
             .layer(MiddlewareLayer(
                 MetricsMiddleware::new(known, self.access_log)
@@ -295,7 +297,6 @@ impl Server {
         let admin_state = AdminState {
             draining: draining.clone(),
             readiness: self.readiness.clone(),
-            metrics,
         };
         let admin_router = Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
@@ -367,7 +368,6 @@ impl Server {
 struct AdminState {
     draining: Arc<AtomicBool>,
     readiness: Option<ReadinessCheck>,
-    metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
 async fn readyz(State(state): State<AdminState>) -> (StatusCode, String) {
@@ -389,8 +389,8 @@ async fn readyz(State(state): State<AdminState>) -> (StatusCode, String) {
     (StatusCode::OK, "ready\n".into())
 }
 
-async fn metrics_text(State(state): State<AdminState>) -> String {
-    state.metrics.render()
+async fn metrics_text() -> String {
+    crate::telemetry::render_metrics()
 }
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C): the shutdown future for binaries.

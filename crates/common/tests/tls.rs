@@ -163,7 +163,7 @@ async fn check(url: String, tls: PeerTlsConfig) -> Result<ServingStatus, Status>
         tls,
         ..PeerConfig::local(0)
     };
-    let mut client = HealthClient::new(channel(&peer).expect("valid peer config"));
+    let mut client = HealthClient::new(channel("health", &peer).expect("valid peer config"));
     let response = client
         .check(HealthCheckRequest {
             service: String::new(),

@@ -249,6 +249,7 @@ impl Inventory {
             }
         }
         if !missing.is_empty() {
+            reservation_failed("PRODUCT_NOT_FOUND");
             return Err(Error::UnknownProducts(missing));
         }
         let reservation =
@@ -256,14 +257,17 @@ impl Inventory {
                 .map_err(Error::InvalidArgument)?;
         match self.store.reserve(&reservation).await? {
             Reserved::Held => {
-                tracing::info!(
+                tracing::debug!(
                     order_id = %order_id, lines = reservation.lines.len(),
                     total = reservation.total.units, "stock reserved"
                 );
                 Ok(reservation)
             }
             Reserved::Existing(existing) => replayed(existing, &items),
-            Reserved::Short(shortages) => Err(Error::InsufficientStock(shortages)),
+            Reserved::Short(shortages) => {
+                reservation_failed("OUT_OF_STOCK");
+                Err(Error::InsufficientStock(shortages))
+            }
         }
     }
 
@@ -272,7 +276,7 @@ impl Inventory {
         only_the_order_service(caller)?;
         for _ in 0..ATTEMPTS {
             if let Some(r) = self.store.commit(order_id, now_micros()).await? {
-                tracing::info!(order_id = %order_id, "reservation committed");
+                tracing::debug!(order_id = %order_id, "reservation committed");
                 return Ok(r);
             }
             match self.store.reservation(order_id).await? {
@@ -302,7 +306,7 @@ impl Inventory {
                 .release(order_id, &self.currency, now_micros())
                 .await?
             {
-                tracing::info!(
+                tracing::debug!(
                     order_id = %order_id, lines = r.lines.len(), "reservation released"
                 );
                 return Ok(r);
@@ -358,4 +362,10 @@ pub fn only_the_order_service(caller: &Caller) -> Result<(), Error> {
             "only the order service may reserve, commit or release stock",
         ))
     }
+}
+
+/// Counts a reservation refused for `reason` (dashboards put it beside the
+/// saga's OUT_OF_STOCK cancellations).
+fn reservation_failed(reason: &'static str) {
+    metrics::counter!("inventory_reservation_failures_total", "reason" => reason).increment(1);
 }

@@ -319,7 +319,7 @@ impl Store {
         key: &IdempotencyKey,
         now: i64,
     ) -> Result<Adjusted, Error> {
-        let mut tx = self.db.writer().begin().await?;
+        let mut tx = self.db.begin("adjust").await?;
         if let Some(record) = adjustment(&mut tx, key).await? {
             tx.rollback().await?;
             return Ok(Adjusted::Replayed(record));
@@ -379,7 +379,7 @@ impl Store {
     /// Applies an import's rows in one transaction under its key, unless the key
     /// was used before.
     pub async fn import(&self, plan: ImportPlan<'_>, now: i64) -> Result<Imported, Error> {
-        let mut tx = self.db.writer().begin().await?;
+        let mut tx = self.db.begin("import").await?;
         if let Some(replayed) = import_record(&mut tx, plan.key).await? {
             tx.rollback().await?;
             return Ok(replayed);
@@ -474,7 +474,7 @@ impl Store {
 
     /// Stores a RESERVED reservation and holds its units, all or nothing.
     pub async fn reserve(&self, r: &Reservation) -> Result<Reserved, Error> {
-        let mut tx = self.db.writer().begin().await?;
+        let mut tx = self.db.begin("reserve").await?;
         if let Some(existing) = load_reservation(&mut tx, r.order_id).await? {
             tx.rollback().await?;
             return Ok(Reserved::Existing(existing));
@@ -559,7 +559,7 @@ impl Store {
     /// Moves a RESERVED reservation to COMMITTED and its units from on hand and
     /// reserved to sold. `None` when the order has no RESERVED reservation.
     pub async fn commit(&self, order: OrderId, now: i64) -> Result<Option<Reservation>, Error> {
-        let mut tx = self.db.writer().begin().await?;
+        let mut tx = self.db.begin("commit").await?;
         if !transition(
             &mut tx,
             order,
@@ -604,7 +604,7 @@ impl Store {
         now: i64,
     ) -> Result<Option<Reservation>, Error> {
         use ReservationStatus::{Committed, Released, Reserved};
-        let mut tx = self.db.writer().begin().await?;
+        let mut tx = self.db.begin("release").await?;
         let from = if transition(&mut tx, order, Reserved, Released, now).await? {
             Some(Reserved)
         } else if transition(&mut tx, order, Committed, Released, now).await? {

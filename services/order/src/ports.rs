@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use emporium_common::{
     auth::{Role, Tokens},
-    client::PeerConfig,
-    rpc::{Channel, Code, MetadataValue, Request, Status, async_trait},
+    client::{PeerChannel, PeerConfig},
+    rpc::{Code, MetadataValue, Request, Status, async_trait},
 };
 use emporium_proto::{
     common::v1::Money, inventory::v1 as inv, payment::v1 as pay, user::v1 as usr,
@@ -169,13 +169,14 @@ impl std::fmt::Debug for Peers {
     }
 }
 
-/// The gRPC implementations over one long-lived channel per peer.
+/// The gRPC implementations over one long-lived channel per peer (each call
+/// traced and measured by [`PeerChannel`]).
 #[derive(Clone)]
 pub struct GrpcPeers {
     tokens: Tokens,
-    users: Channel,
-    inventory: Channel,
-    payments: Channel,
+    users: PeerChannel,
+    inventory: PeerChannel,
+    payments: PeerChannel,
 }
 
 impl GrpcPeers {
@@ -188,9 +189,9 @@ impl GrpcPeers {
     ) -> Result<Self, emporium_common::client::ChannelError> {
         Ok(Self {
             tokens,
-            users: emporium_common::client::channel(user)?,
-            inventory: emporium_common::client::channel(inventory)?,
-            payments: emporium_common::client::channel(payment)?,
+            users: emporium_common::client::channel("user", user)?,
+            inventory: emporium_common::client::channel("inventory", inventory)?,
+            payments: emporium_common::client::channel("payment", payment)?,
         })
     }
 

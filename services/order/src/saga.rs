@@ -15,8 +15,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use emporium_common::time::now_micros;
+use emporium_common::{time::now_micros, trace};
 use tokio::sync::broadcast;
+use tracing::{Instrument as _, field::Empty};
 use uuid::Uuid;
 
 use crate::{
@@ -134,6 +135,7 @@ impl Saga {
                 let id = order.id;
                 let result = saga.run(order, deadline).await;
                 if let Err(e) = &result {
+                    metrics::counter!("order_saga_paused_total").increment(1);
                     tracing::warn!(order_id = %id, error = %e, "saga paused; the sweeper will resume it");
                     // Let the sweeper (here or in another replica) retry without
                     // waiting for the lease to run out.
@@ -149,184 +151,221 @@ impl Saga {
     }
 
     async fn run(&self, mut order: Order, deadline: Instant) -> Result<Order, Error> {
-        // Compensation gets a fresh budget: undoing must not be cut short because
-        // the forward path used up the caller's deadline.
-        let compensation_deadline = || Instant::now() + self.timing.retry_budget;
         loop {
-            match order.step {
-                Step::Done => return Ok(order),
-                Step::CheckUser => {
-                    let users = self.peers.users.clone();
-                    let user_id = order.user_id;
-                    match self
-                        .retry(deadline, |t| {
-                            let users = users.clone();
-                            async move { users.get(user_id, t).await }
-                        })
-                        .await
-                    {
-                        Outcome::Ok(u) if u.active => {
-                            self.advance(&mut order, Step::Reserve).await?
-                        }
-                        Outcome::Ok(_) => {
-                            self.fail(
-                                &mut order,
-                                CancelReason::UserInactive,
-                                "the user is deactivated",
-                            )
-                            .await?
-                        }
-                        Outcome::Refused(s) if s.code() == emporium_common::rpc::Code::NotFound => {
-                            self.fail(
-                                &mut order,
-                                CancelReason::UserNotFound,
-                                "the user does not exist",
-                            )
-                            .await?
-                        }
-                        Outcome::Refused(s) => {
-                            let detail = format!("user service refused the check: {}", s.message());
-                            self.fail(&mut order, CancelReason::InternalError, &detail)
-                                .await?
-                        }
-                        Outcome::GaveUp { .. } => {
-                            self.fail(
-                                &mut order,
-                                CancelReason::InternalError,
-                                "user service unavailable",
-                            )
-                            .await?
-                        }
-                    }
+            let step = order.step;
+            if step == Step::Done {
+                return Ok(order);
+            }
+            let span = tracing::info_span!(
+                "saga.step",
+                otel.name = %format_args!("saga.{}", step.as_str()),
+                otel.status_code = Empty,
+                otel.status_description = Empty,
+                saga.step = step.as_str(),
+                order.id = %order.id,
+            );
+            let started = Instant::now();
+            let result = self
+                .step(&mut order, deadline)
+                .instrument(span.clone())
+                .await;
+            metrics::histogram!("order_saga_step_duration_seconds", "step" => step.as_str())
+                .record(started.elapsed().as_secs_f64());
+            match &result {
+                Err(e) => trace::record_error(&span, &e.to_string()),
+                // The step ran but failed the order: compensation comes next.
+                Ok(()) if order.step == Step::Compensate && step != Step::Compensate => {
+                    let reason = order
+                        .cancel_reason
+                        .map(CancelReason::as_str)
+                        .unwrap_or_default();
+                    trace::record_error(&span, reason);
                 }
-                Step::Reserve => {
-                    let inventory = self.peers.inventory.clone();
-                    let (user_id, order_id) = (order.user_id, order.id);
-                    let lines: Arc<[(String, i64)]> = order
-                        .items
-                        .iter()
-                        .map(|i| (i.sku.clone(), i.quantity))
-                        .collect();
-                    match self
-                        .retry(deadline, |t| {
-                            let inventory = inventory.clone();
-                            let lines = lines.clone();
-                            async move { inventory.reserve(user_id, order_id, &lines, t).await }
-                        })
-                        .await
-                    {
-                        Outcome::Ok(r) => {
-                            for item in &mut order.items {
-                                if let Some(line) = r.lines.iter().find(|l| l.sku == item.sku) {
-                                    item.product_id = Some(line.product_id.clone());
-                                    item.name = Some(line.name.clone());
-                                    item.unit_price = Some(line.unit_price);
-                                }
-                            }
-                            order.currency = Some(r.currency);
-                            order.total = Some(r.total);
-                            self.advance(&mut order, Step::Charge).await?;
-                        }
-                        Outcome::Refused(s) => {
-                            let reason = match s.code() {
-                                emporium_common::rpc::Code::NotFound => {
-                                    CancelReason::ProductNotFound
-                                }
-                                emporium_common::rpc::Code::FailedPrecondition => {
-                                    CancelReason::OutOfStock
-                                }
-                                _ => CancelReason::InternalError,
-                            };
-                            self.fail(&mut order, reason, s.message()).await?
-                        }
-                        Outcome::GaveUp { .. } => {
-                            self.fail(
-                                &mut order,
-                                CancelReason::InternalError,
-                                "inventory service unavailable",
-                            )
-                            .await?
-                        }
-                    }
-                }
-                Step::Charge => {
-                    // Recorded before the call: if we crash while it is in flight,
-                    // recovery knows a charge may exist.
-                    order.charge_unknown = true;
-                    self.save(&mut order).await?;
-                    match self.charge(&order, deadline).await {
-                        Outcome::Ok(payment_id) => {
-                            order.payment_id = Some(payment_id);
-                            order.charge_unknown = false;
-                            self.advance(&mut order, Step::Commit).await?;
-                        }
-                        Outcome::Refused(s) => {
-                            order.charge_unknown = false;
-                            let reason = match s.code() {
-                                emporium_common::rpc::Code::FailedPrecondition => {
-                                    CancelReason::PaymentDeclined
-                                }
-                                emporium_common::rpc::Code::InvalidArgument => {
-                                    CancelReason::PaymentMethodInvalid
-                                }
-                                _ => CancelReason::PaymentFailed,
-                            };
-                            self.fail(&mut order, reason, s.message()).await?
-                        }
-                        Outcome::GaveUp { unknown, .. } => {
-                            order.charge_unknown = unknown;
-                            self.fail(
-                                &mut order,
-                                CancelReason::PaymentFailed,
-                                "payment service unavailable",
-                            )
-                            .await?
-                        }
-                    }
-                }
-                Step::Commit => {
-                    let inventory = self.peers.inventory.clone();
-                    let (user_id, order_id) = (order.user_id, order.id);
-                    match self
-                        .retry(deadline, |t| {
-                            let inventory = inventory.clone();
-                            async move { inventory.commit(user_id, order_id, t).await }
-                        })
-                        .await
-                    {
-                        Outcome::Ok(()) => {
-                            order.status = Status::Confirmed;
-                            self.advance(&mut order, Step::Done).await?;
-                            tracing::info!(order_id = %order.id, "order confirmed");
-                        }
-                        Outcome::Refused(s) => {
-                            let detail =
-                                format!("the reservation could not be committed: {}", s.message());
-                            self.fail(&mut order, CancelReason::InternalError, &detail)
-                                .await?
-                        }
-                        Outcome::GaveUp { .. } => {
-                            self.fail(
-                                &mut order,
-                                CancelReason::InternalError,
-                                "inventory service unavailable at commit",
-                            )
-                            .await?
-                        }
-                    }
-                }
-                Step::Compensate | Step::CancelConfirmed => {
-                    self.undo(&mut order, compensation_deadline()).await?;
-                    order.status = Status::Cancelled;
-                    self.advance(&mut order, Step::Done).await?;
-                    tracing::info!(
-                        order_id = %order.id,
-                        reason = order.cancel_reason.map(CancelReason::as_str).unwrap_or_default(),
-                        "order cancelled"
-                    );
-                }
+                Ok(()) => {}
+            }
+            result?;
+            if order.step == Step::Done {
+                let (result, reason) = match order.status {
+                    Status::Confirmed => ("confirmed", "none"),
+                    _ => (
+                        "cancelled",
+                        order
+                            .cancel_reason
+                            .map(CancelReason::as_str)
+                            .unwrap_or("none"),
+                    ),
+                };
+                metrics::counter!("order_saga_outcomes_total", "result" => result, "reason" => reason)
+                    .increment(1);
             }
         }
+    }
+
+    /// Runs the order's current step once, storing where it leads.
+    async fn step(&self, order: &mut Order, deadline: Instant) -> Result<(), Error> {
+        match order.step {
+            Step::Done => {}
+            Step::CheckUser => {
+                let users = self.peers.users.clone();
+                let user_id = order.user_id;
+                match self
+                    .retry(deadline, |t| {
+                        let users = users.clone();
+                        async move { users.get(user_id, t).await }
+                    })
+                    .await
+                {
+                    Outcome::Ok(u) if u.active => self.advance(order, Step::Reserve).await?,
+                    Outcome::Ok(_) => {
+                        self.fail(order, CancelReason::UserInactive, "the user is deactivated")
+                            .await?
+                    }
+                    Outcome::Refused(s) if s.code() == emporium_common::rpc::Code::NotFound => {
+                        self.fail(order, CancelReason::UserNotFound, "the user does not exist")
+                            .await?
+                    }
+                    Outcome::Refused(s) => {
+                        let detail = format!("user service refused the check: {}", s.message());
+                        self.fail(order, CancelReason::InternalError, &detail)
+                            .await?
+                    }
+                    Outcome::GaveUp { .. } => {
+                        self.fail(
+                            order,
+                            CancelReason::InternalError,
+                            "user service unavailable",
+                        )
+                        .await?
+                    }
+                }
+            }
+            Step::Reserve => {
+                let inventory = self.peers.inventory.clone();
+                let (user_id, order_id) = (order.user_id, order.id);
+                let lines: Arc<[(String, i64)]> = order
+                    .items
+                    .iter()
+                    .map(|i| (i.sku.clone(), i.quantity))
+                    .collect();
+                match self
+                    .retry(deadline, |t| {
+                        let inventory = inventory.clone();
+                        let lines = lines.clone();
+                        async move { inventory.reserve(user_id, order_id, &lines, t).await }
+                    })
+                    .await
+                {
+                    Outcome::Ok(r) => {
+                        for item in &mut order.items {
+                            if let Some(line) = r.lines.iter().find(|l| l.sku == item.sku) {
+                                item.product_id = Some(line.product_id.clone());
+                                item.name = Some(line.name.clone());
+                                item.unit_price = Some(line.unit_price);
+                            }
+                        }
+                        order.currency = Some(r.currency);
+                        order.total = Some(r.total);
+                        self.advance(order, Step::Charge).await?;
+                    }
+                    Outcome::Refused(s) => {
+                        let reason = match s.code() {
+                            emporium_common::rpc::Code::NotFound => CancelReason::ProductNotFound,
+                            emporium_common::rpc::Code::FailedPrecondition => {
+                                CancelReason::OutOfStock
+                            }
+                            _ => CancelReason::InternalError,
+                        };
+                        self.fail(order, reason, s.message()).await?
+                    }
+                    Outcome::GaveUp { .. } => {
+                        self.fail(
+                            order,
+                            CancelReason::InternalError,
+                            "inventory service unavailable",
+                        )
+                        .await?
+                    }
+                }
+            }
+            Step::Charge => {
+                // Recorded before the call: if we crash while it is in flight,
+                // recovery knows a charge may exist.
+                order.charge_unknown = true;
+                self.save(order).await?;
+                match self.charge(&order, deadline).await {
+                    Outcome::Ok(payment_id) => {
+                        order.payment_id = Some(payment_id);
+                        order.charge_unknown = false;
+                        self.advance(order, Step::Commit).await?;
+                    }
+                    Outcome::Refused(s) => {
+                        order.charge_unknown = false;
+                        let reason = match s.code() {
+                            emporium_common::rpc::Code::FailedPrecondition => {
+                                CancelReason::PaymentDeclined
+                            }
+                            emporium_common::rpc::Code::InvalidArgument => {
+                                CancelReason::PaymentMethodInvalid
+                            }
+                            _ => CancelReason::PaymentFailed,
+                        };
+                        self.fail(order, reason, s.message()).await?
+                    }
+                    Outcome::GaveUp { unknown, .. } => {
+                        order.charge_unknown = unknown;
+                        self.fail(
+                            order,
+                            CancelReason::PaymentFailed,
+                            "payment service unavailable",
+                        )
+                        .await?
+                    }
+                }
+            }
+            Step::Commit => {
+                let inventory = self.peers.inventory.clone();
+                let (user_id, order_id) = (order.user_id, order.id);
+                match self
+                    .retry(deadline, |t| {
+                        let inventory = inventory.clone();
+                        async move { inventory.commit(user_id, order_id, t).await }
+                    })
+                    .await
+                {
+                    Outcome::Ok(()) => {
+                        order.status = Status::Confirmed;
+                        self.advance(order, Step::Done).await?;
+                        tracing::debug!(order_id = %order.id, "order confirmed");
+                    }
+                    Outcome::Refused(s) => {
+                        let detail =
+                            format!("the reservation could not be committed: {}", s.message());
+                        self.fail(order, CancelReason::InternalError, &detail)
+                            .await?
+                    }
+                    Outcome::GaveUp { .. } => {
+                        self.fail(
+                            order,
+                            CancelReason::InternalError,
+                            "inventory service unavailable at commit",
+                        )
+                        .await?
+                    }
+                }
+            }
+            Step::Compensate | Step::CancelConfirmed => {
+                self.undo(order, Instant::now() + self.timing.retry_budget)
+                    .await?;
+                order.status = Status::Cancelled;
+                self.advance(order, Step::Done).await?;
+                tracing::info!(
+                    order_id = %order.id,
+                    reason = order.cancel_reason.map(CancelReason::as_str).unwrap_or_default(),
+                    "order cancelled"
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Voids or refunds the charge, then releases (or returns) the stock.
@@ -456,7 +495,7 @@ impl Saga {
         reason: CancelReason,
         detail: &str,
     ) -> Result<(), Error> {
-        tracing::info!(order_id = %order.id, reason = reason.as_str(), detail, "saga failed; compensating");
+        tracing::debug!(order_id = %order.id, reason = reason.as_str(), detail, "saga failed; compensating");
         order.cancel_reason = Some(reason);
         order.cancel_detail = Some(detail.chars().take(500).collect());
         self.advance(order, Step::Compensate).await
@@ -509,6 +548,7 @@ impl Saga {
                 continue;
             };
             tracing::info!(order_id = %id, step = %order.step, "resuming saga");
+            metrics::counter!("order_saga_resumed_total").increment(1);
             drop(self.spawn(order, Instant::now() + self.timing.retry_budget));
             started += 1;
         }

@@ -139,7 +139,7 @@ impl Orders {
             }
         }
         self.saga.publish(&order);
-        tracing::info!(order_id = %order.id, "order placed");
+        tracing::debug!(order_id = %order.id, "order placed");
         self.drive(order, deadline).await
     }
 

@@ -138,7 +138,7 @@ impl Store {
         owner: &str,
         lease_until: i64,
     ) -> Result<Inserted, Error> {
-        let mut tx = self.db.writer().begin().await?;
+        let mut tx = self.db.begin("insert").await?;
         let inserted = sqlx::query(
             "INSERT INTO orders (id, user_id, idempotency_key, fingerprint, status, step, payment_method, \
                charge_unknown, version, lease_owner, lease_until, created_at, updated_at) \
@@ -277,7 +277,7 @@ impl Store {
     /// Writes the order's mutable fields (and its items' prices) if `owner` still
     /// holds the lease, renewing it; bumps the version. `false`: lease lost.
     pub async fn save(&self, order: &Order, owner: &str, lease_until: i64) -> Result<bool, Error> {
-        let mut tx = self.db.writer().begin().await?;
+        let mut tx = self.db.begin("save").await?;
         let done = sqlx::query(
             "UPDATE orders SET status = $3, step = $4, payment_id = $5, currency = $6, total = $7, \
                charge_unknown = $8, cancel_reason = $9, cancel_detail = $10, version = $11, \

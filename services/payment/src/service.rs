@@ -121,7 +121,11 @@ impl Payments {
         };
         let (status, decline_reason) = match decision {
             Decision::Approved => (PaymentStatus::Captured, None),
-            Decision::Declined(reason) => (PaymentStatus::Declined, Some(reason)),
+            Decision::Declined(reason) => {
+                metrics::counter!("payment_declines_total", "reason" => reason.as_str())
+                    .increment(1);
+                (PaymentStatus::Declined, Some(reason))
+            }
         };
         let now = now_micros();
         let payment = Payment {
@@ -156,7 +160,7 @@ impl Payments {
             }
             Recorded::ClaimLost => return Err(Error::Aborted(KEY_RUNNING)),
         }
-        tracing::info!(
+        tracing::debug!(
             payment_id = %payment.id,
             order_id = %payment.order_id,
             status = payment.status.as_str(),
@@ -261,7 +265,7 @@ impl Payments {
             .await?;
         let seq = match written {
             RefundWritten::Done { seq } => {
-                tracing::info!(payment_id = %r.payment_id, seq, "refund made");
+                tracing::debug!(payment_id = %r.payment_id, seq, "refund made");
                 seq
             }
             RefundWritten::KeyTaken => self.refund_of_key(&r, &fingerprint).await?,

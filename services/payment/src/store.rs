@@ -347,7 +347,7 @@ impl Store {
         key: &IdempotencyKey,
         token: &str,
     ) -> Result<Recorded, Error> {
-        let mut tx = self.db.writer().begin().await?;
+        let mut tx = self.db.begin("record_charge").await?;
         // The claim first: a holder whose lease was taken over writes nothing.
         let claimed = sqlx::query(
             "UPDATE idempotency_keys SET result_id = $3 \
@@ -394,7 +394,7 @@ impl Store {
     /// The payment changes only through a conditional UPDATE, so concurrent
     /// refunds can never add up to more than the charge.
     pub async fn refund(&self, w: &RefundWrite<'_>) -> Result<RefundWritten, Error> {
-        let mut tx = self.db.writer().begin().await?;
+        let mut tx = self.db.begin("refund").await?;
         let r = sqlx::query(
             "INSERT INTO idempotency_keys \
                (operation, idempotency_key, fingerprint, order_id, result_id, claim_token, claimed_at) \
