@@ -291,7 +291,7 @@ impl std::ops::DerefMut for Tx {
 
 /// The database name in a URL: a SQLite file's stem or the PostgreSQL
 /// database (the path), without query parameters.
-fn database_name(url: &str) -> String {
+pub fn database_name(url: &str) -> String {
     let path = url.split(['?', '#']).next().unwrap_or(url);
     let last = path.rsplit('/').next().unwrap_or(path);
     let stem = last.strip_suffix(".db").unwrap_or(last);

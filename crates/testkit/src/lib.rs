@@ -6,11 +6,15 @@
 //! - [`spawn_user`]: the user service in-process on `127.0.0.1:0` (bound before
 //!   it serves, so no port guessing and no sleeps), stopped on drop.
 //! - [`backend_tests!`]: declares each test once per backend.
+//! - [`otel`]: every span of the process in memory, with the JSON log lines,
+//!   for trace tests; [`prometheus`]: `/metrics` parsed for metric tests.
 //!
 //! When PostgreSQL binaries are missing, PostgreSQL tests print a loud SKIPPED
 //! banner and return; with `EMPORIUM_REQUIRE_POSTGRES=1` (CI) they fail instead.
 
+pub mod otel;
 pub mod postgres;
+pub mod prometheus;
 pub mod raw;
 
 use std::net::SocketAddr;

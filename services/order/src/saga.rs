@@ -292,7 +292,7 @@ impl Saga {
                 // recovery knows a charge may exist.
                 order.charge_unknown = true;
                 self.save(order).await?;
-                match self.charge(&order, deadline).await {
+                match self.charge(order, deadline).await {
                     Outcome::Ok(payment_id) => {
                         order.payment_id = Some(payment_id);
                         order.charge_unknown = false;

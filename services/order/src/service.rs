@@ -385,6 +385,7 @@ where
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
-    tokio::spawn(f(tx));
+    // In the request's span, so the stream's log lines keep its ids.
+    tokio::spawn(tracing::Instrument::in_current_span(f(tx)));
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }

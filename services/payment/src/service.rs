@@ -11,6 +11,7 @@
 use std::{sync::Arc, time::Duration};
 
 use emporium_common::{auth::Caller, error::Violations, time::now_micros};
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::{
@@ -89,7 +90,9 @@ impl Payments {
         // disconnect): dropped half-way, it would leave its claim blocking the key
         // until the lease runs out.
         let this = self.clone();
-        tokio::spawn(async move { this.run_charge(charge).await })
+        // In the request's span: the charge stays in the caller's trace.
+        let work = async move { this.run_charge(charge).await };
+        tokio::spawn(work.instrument(tracing::Span::current()))
             .await
             .map_err(|e| Error::Internal(format!("charge task failed: {e}")))?
     }

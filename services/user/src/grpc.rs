@@ -310,7 +310,8 @@ impl pb::user_service_server::UserService for UserApi {
         // A small buffer: a client that stops reading stops us reading too.
         let (tx, rx) = mpsc::channel(16);
         let api = self.clone();
-        tokio::spawn(async move {
+        // In the request's span, so each operation's logs and spans join its trace.
+        tokio::spawn(tracing::Instrument::in_current_span(async move {
             while let Some(next) = inbound.next().await {
                 let out = match next {
                     Ok(op) => Ok(api.stream_one(&caller, op).await),
@@ -323,7 +324,7 @@ impl pb::user_service_server::UserService for UserApi {
                     break;
                 }
             }
-        });
+        }));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
