@@ -5,6 +5,7 @@ mod accounts;
 mod authn;
 mod hostile;
 mod listing;
+mod otlp;
 mod process;
 mod server;
 mod store;

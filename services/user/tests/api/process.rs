@@ -23,7 +23,7 @@ use crate::{ADMIN_EMAIL, ADMIN_PASSWORD, pb};
 
 const BIN: &str = env!("CARGO_BIN_EXE_emporium-user");
 
-fn command(dir: &std::path::Path) -> Command {
+pub(crate) fn command(dir: &std::path::Path) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -48,7 +48,7 @@ fn command(dir: &std::path::Path) -> Command {
 }
 
 /// Kills the process if the test fails before it exits by itself.
-struct Reaper(Child);
+pub(crate) struct Reaper(pub(crate) Child);
 
 impl Drop for Reaper {
     fn drop(&mut self) {
@@ -83,10 +83,16 @@ fn start(dir: &std::path::Path) -> (Reaper, SocketAddr) {
 fn start_capturing(
     dir: &std::path::Path,
 ) -> (Reaper, SocketAddr, std::sync::mpsc::Receiver<String>) {
-    let mut child = command(dir)
-        .env("EMPORIUM_TELEMETRY__LOG_FILTER", "debug")
-        .spawn()
-        .expect("spawn emporium-user");
+    let mut cmd = command(dir);
+    cmd.env("EMPORIUM_TELEMETRY__LOG_FILTER", "debug");
+    start_command(cmd)
+}
+
+/// Starts `cmd` (from [`command`]) and keeps every log line.
+pub(crate) fn start_command(
+    mut cmd: Command,
+) -> (Reaper, SocketAddr, std::sync::mpsc::Receiver<String>) {
+    let mut child = cmd.spawn().expect("spawn emporium-user");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let (tx, rx) = std::sync::mpsc::channel();
     let addr = loop {
@@ -173,7 +179,7 @@ async fn tokens_and_passwords_never_reach_the_logs() {
     }
 }
 
-fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+pub(crate) fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + within;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
