@@ -9,7 +9,7 @@ SERVICES := user inventory payment order
 export EMPORIUM_ADMIN_EMAIL ?= admin@emporium.local
 export EMPORIUM_ADMIN_PASSWORD ?= admin-password
 
-.PHONY: help run build test fmt lint proto-lint proto-breaking smoke demo deny certs
+.PHONY: help run build test fmt lint proto-lint proto-breaking smoke demo deny certs observability-check
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ proto-lint: ## buf lint the contracts (installs buf from npm on first use)
 
 proto-breaking: ## buf breaking against the previous commit
 	tools/buf breaking --against '.git#ref=HEAD~1'
+
+observability-check: ## Validate deploy/ collector, Prometheus and Grafana files; every dashboard metric must exist in the code
+	tools/check-observability
 
 smoke: build ## Start the user service and call it with buf curl through reflection
 	tools/smoke

@@ -99,11 +99,14 @@ async fn spans_reach_the_collector_named_by_otel_variables_and_are_flushed_at_ex
     let (collector_addr, received) = collector().await;
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = command(dir.path());
-    cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{collector_addr}"))
-        .env("OTEL_SERVICE_NAME", "user-under-test")
-        // Nothing is sent on a timer during the test: only the flush at exit
-        // can deliver the span.
-        .env("OTEL_BSP_SCHEDULE_DELAY", "600000");
+    cmd.env(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        format!("http://{collector_addr}"),
+    )
+    .env("OTEL_SERVICE_NAME", "user-under-test")
+    // Nothing is sent on a timer during the test: only the flush at exit
+    // can deliver the span.
+    .env("OTEL_BSP_SCHEDULE_DELAY", "600000");
     let (mut reaper, addr, logs) = start_command(cmd);
 
     authenticate(addr, Some(&format!("00-{TRACE_ID}-{PARENT_ID}-01"))).await;
@@ -137,8 +140,16 @@ async fn spans_reach_the_collector_named_by_otel_variables_and_are_flushed_at_ex
         .iter()
         .find(|s| s.name == "emporium.user.v1.UserService/Authenticate")
         .unwrap_or_else(|| panic!("no Authenticate span in {spans:#?}"));
-    assert_eq!(hex(&server.trace_id), TRACE_ID, "the caller's trace continues");
-    assert_eq!(hex(&server.parent_span_id), PARENT_ID, "the caller's span is the parent");
+    assert_eq!(
+        hex(&server.trace_id),
+        TRACE_ID,
+        "the caller's trace continues"
+    );
+    assert_eq!(
+        hex(&server.parent_span_id),
+        PARENT_ID,
+        "the caller's span is the parent"
+    );
     assert_eq!(server.kind, SpanKind::Server as i32);
     assert_eq!(
         text(&server.attributes, "rpc.system"),
@@ -175,8 +186,11 @@ async fn a_collector_that_never_answers_costs_the_calls_nothing() {
     });
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = command(dir.path());
-    cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{silent_addr}"))
-        .env("OTEL_BSP_SCHEDULE_DELAY", "10");
+    cmd.env(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        format!("http://{silent_addr}"),
+    )
+    .env("OTEL_BSP_SCHEDULE_DELAY", "10");
     let (mut reaper, addr, _logs) = start_command(cmd);
     for _ in 0..20 {
         authenticate(addr, None).await;
