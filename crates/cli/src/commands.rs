@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use emporium_common::rpc::{Code, Streaming};
 use emporium_proto::{inventory::v1 as inv, order::v1 as ord, user::v1 as usr};
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::{
@@ -320,16 +321,23 @@ async fn place_order(clients: &Clients, token: &str, args: PlaceOrderArgs) -> Re
         payment_method: args.payment_method,
         idempotency_key: key.clone(),
     };
+    // The root of the order's trace: the services continue it.
+    let span = tracing::info_span!(target: "emporium::cli", "emporium order place");
+    let trace_id = emporium_common::trace::trace_id(&span);
     let response = clients
         .call(
             Service::Order,
             clients.order().create_order(authed(request, token)?),
         )
+        .instrument(span)
         .await?;
     let order = response.order.unwrap_or_default();
     print_order(&order)?;
     outln!()?;
     outln!("idempotency key {key} (repeat with --key {key} to retry safely)")?;
+    if let Some(trace_id) = trace_id {
+        outln!("trace id {trace_id} (the services' log lines and the trace UI know it)")?;
+    }
     if order.status == ord::OrderStatus::Pending as i32 {
         outln!(
             "the order is still being processed; follow it with `emporium order watch {}`",

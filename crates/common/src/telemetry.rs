@@ -34,7 +34,7 @@ use tracing::{
 };
 use tracing_subscriber::{
     EnvFilter, Layer,
-    filter::filter_fn,
+    filter::{LevelFilter, filter_fn},
     fmt::{
         self, MakeWriter,
         format::Writer,
@@ -126,6 +126,21 @@ pub fn init(config: &TelemetryConfig, service: &str) -> TelemetryGuard {
     }
 }
 
+/// Tracing for a command-line client named `name`: spans only (the program
+/// prints its own output), exported when `OTEL_EXPORTER_OTLP_ENDPOINT` is
+/// set, so its calls start traces the services continue. Call inside a
+/// multi-thread runtime; drop the guard inside it too.
+pub fn init_client(name: &str) -> TelemetryGuard {
+    let provider = tracer_provider(name);
+    let _ = tracing_subscriber::registry()
+        .with(filter_fn(is_our_span))
+        .with(spans_layer(&provider))
+        .try_init();
+    TelemetryGuard {
+        provider: Some(provider),
+    }
+}
+
 /// Installs the global subscriber around `provider`, writing logs to `writer`.
 /// Returns `false` when a subscriber was already installed (which is kept).
 /// Tests pass a provider with an in-memory exporter.
@@ -136,19 +151,50 @@ where
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log_filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = match config.log_format {
+    subscriber(filter, config.log_format, provider, writer)
+        .try_init()
+        .is_ok()
+}
+
+/// The subscriber [`install`] installs: log filter and format, spans to `provider`.
+pub fn subscriber<W>(
+    filter: EnvFilter,
+    format: LogFormat,
+    provider: &SdkTracerProvider,
+    writer: W,
+) -> impl Subscriber + for<'a> LookupSpan<'a> + Send + Sync + 'static
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let logs = match format {
         LogFormat::Json => JsonLines::new(writer).boxed(),
         LogFormat::Pretty => fmt::layer().compact().with_writer(writer).boxed(),
     };
-    let result = tracing_subscriber::registry()
+    // One global filter lets through what either side needs: our spans always
+    // (a `warn` log filter must not break traces) and whatever the log filter
+    // may want; the log layer then applies the log filter to events itself.
+    // No per-layer filters (`with_filter`): with two of them, tracing-subscriber
+    // 0.3.23 lost spans at random on PostgreSQL runs, splitting traces (decision 0009).
+    let max_log = filter.max_level_hint().unwrap_or(LevelFilter::TRACE);
+    tracing_subscriber::registry()
+        .with(filter_fn(move |meta| {
+            is_our_span(meta) || LevelFilter::from_level(*meta.level()) <= max_log
+        }))
         .with(spans_layer(provider))
-        .with(logs.with_filter(filter))
-        .try_init();
-    result.is_ok()
+        .with(LogFilter {
+            filter,
+            inner: logs,
+        })
 }
 
-/// The OpenTelemetry layer, filtered on its own: traces must not break because
-/// the log filter is set to `warn`.
+/// Whether `meta` is one of Emporium's spans (INFO and above): the spans a
+/// trace is made of, whatever the log filter says.
+fn is_our_span(meta: &tracing::Metadata<'_>) -> bool {
+    meta.is_span() && meta.target().starts_with("emporium") && *meta.level() <= Level::INFO
+}
+
+/// The OpenTelemetry layer (unfiltered: the global filter installed beside it
+/// decides what reaches it).
 pub fn spans_layer<S>(provider: &SdkTracerProvider) -> impl Layer<S> + use<S>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -158,16 +204,61 @@ where
         .with_threads(false)
         .with_tracked_inactivity(false)
         .with_location(false)
-        // Our spans; of events only warnings and errors (span events cost
-        // memory until export, and the logs carry the rest).
-        .with_filter(filter_fn(|meta| {
-            meta.target().starts_with("emporium")
-                && if meta.is_span() {
-                    *meta.level() <= Level::INFO
-                } else {
-                    *meta.level() <= Level::WARN
-                }
-        }))
+        // Parents come from the `tracing` span tree (explicit and contextual);
+        // nothing here reads OpenTelemetry's thread-local current context, so
+        // maintaining it on every enter and exit of every poll is pure cost.
+        .with_context_activation(false)
+}
+
+/// A log layer that prints only the events `filter` allows. Span callbacks pass
+/// through so lines keep their span context.
+struct LogFilter<L> {
+    filter: EnvFilter,
+    inner: L,
+}
+
+impl<S, L> Layer<S> for LogFilter<L>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    L: Layer<S>,
+{
+    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
+        self.inner.on_register_dispatch(subscriber);
+    }
+    fn on_layer(&mut self, subscriber: &mut S) {
+        self.inner.on_layer(subscriber);
+    }
+    fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
+        Layer::<S>::on_new_span(&self.filter, attrs, id, ctx.clone());
+        self.inner.on_new_span(attrs, id, ctx);
+    }
+    fn on_record(&self, id: &span::Id, values: &span::Record<'_>, ctx: Context<'_, S>) {
+        Layer::<S>::on_record(&self.filter, id, values, ctx.clone());
+        self.inner.on_record(id, values, ctx);
+    }
+    fn on_follows_from(&self, id: &span::Id, follows: &span::Id, ctx: Context<'_, S>) {
+        self.inner.on_follows_from(id, follows, ctx);
+    }
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        if Layer::<S>::enabled(&self.filter, event.metadata(), ctx.clone()) {
+            self.inner.on_event(event, ctx);
+        }
+    }
+    fn on_enter(&self, id: &span::Id, ctx: Context<'_, S>) {
+        Layer::<S>::on_enter(&self.filter, id, ctx.clone());
+        self.inner.on_enter(id, ctx);
+    }
+    fn on_exit(&self, id: &span::Id, ctx: Context<'_, S>) {
+        Layer::<S>::on_exit(&self.filter, id, ctx.clone());
+        self.inner.on_exit(id, ctx);
+    }
+    fn on_close(&self, id: span::Id, ctx: Context<'_, S>) {
+        Layer::<S>::on_close(&self.filter, id.clone(), ctx.clone());
+        self.inner.on_close(id, ctx);
+    }
+    fn on_id_change(&self, old: &span::Id, new: &span::Id, ctx: Context<'_, S>) {
+        self.inner.on_id_change(old, new, ctx);
+    }
 }
 
 /// Logs for tests: silent unless `TEST_LOG` is set, then pretty at `RUST_LOG` or
@@ -408,6 +499,36 @@ pub fn metrics_handle() -> PrometheusHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_quiet_log_filter_keeps_traces_and_the_ids_on_what_it_prints() {
+        let provider = SdkTracerProvider::builder().build();
+        let lines = CapturedLines::default();
+        let subscriber = subscriber(
+            EnvFilter::new("warn"),
+            LogFormat::Json,
+            &provider,
+            lines.clone(),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            let span = crate::trace::server_span(
+                "emporium.user.v1.UserService",
+                "GetUser",
+                "req-2",
+                opentelemetry::Context::new(),
+            );
+            let trace_id = crate::trace::trace_id(&span).expect("the span is traced at `warn`");
+            span.in_scope(|| {
+                tracing::info!("not printed at warn");
+                tracing::warn!("printed");
+            });
+            let lines = lines.json();
+            assert_eq!(lines.len(), 1, "{lines:#?}");
+            assert_eq!(lines[0]["message"], "printed");
+            assert_eq!(lines[0]["trace_id"], trace_id.as_str());
+            assert_eq!(lines[0]["request_id"], "req-2");
+        });
+    }
 
     #[test]
     fn json_lines_carry_trace_span_and_request_ids() {

@@ -107,11 +107,26 @@ impl Captured {
             if done(&spans) {
                 return spans;
             }
-            assert!(
-                Instant::now() < until,
-                "trace {trace_id} incomplete after {timeout:?}:\n{}",
-                render_tree(&spans)
-            );
+            if Instant::now() >= until {
+                let others: Vec<_> = self
+                    .all()
+                    .iter()
+                    .filter(|s| s.span_context.trace_id() != trace_id)
+                    .map(|s| {
+                        format!(
+                            "{} {} {} parent={}",
+                            s.span_context.trace_id(),
+                            s.span_context.span_id(),
+                            s.name,
+                            s.parent_span_id
+                        )
+                    })
+                    .collect();
+                panic!(
+                    "trace {trace_id} incomplete after {timeout:?}:\n{}\nspans of other traces: {others:#?}",
+                    render_tree(&spans)
+                );
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

@@ -148,9 +148,19 @@ fn step<'a>(spans: &'a [SpanData], step: &str) -> (&'a SpanData, Vec<&'a SpanDat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_order_is_one_trace_across_four_services() {
+    one_order_is_one_trace(TestDb::sqlite(), "sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_order_is_one_trace_across_four_services_on_postgres() {
+    let Some(db) = TestDb::postgres() else { return };
+    one_order_is_one_trace(db, "postgresql").await;
+}
+
+async fn one_order_is_one_trace(db: TestDb, system: &str) {
     let captured = otel::capture();
     let _turn = SERIAL.lock().await;
-    let s = stack(TestDb::sqlite()).await;
+    let s = stack(db).await;
     s.product("TRACE-1", 1_250, 10).await;
 
     let (trace_id, order) = traced_order(&s, "TRACE-1", "pm_card_ok").await;
@@ -159,7 +169,7 @@ async fn one_order_is_one_trace_across_four_services() {
         .wait_for(trace_id, Duration::from_secs(10), saga_finished)
         .await;
     let tree = render_tree(&spans);
-    println!("CreateOrder, card approved — trace {trace_id}:\n{tree}");
+    println!("CreateOrder on {system}, card approved — trace {trace_id}:\n{tree}");
 
     // One trace: every span of this order's work carries the test's trace id.
     let strays: Vec<_> = captured
@@ -202,12 +212,12 @@ async fn one_order_is_one_trace_across_four_services() {
         assert_eq!(calls[0].name, call);
     }
     // Database transactions, on both sides of the calls.
-    for (name, system) in [
-        ("db.insert", "sqlite"),
-        ("db.save", "sqlite"),
-        ("db.reserve", "sqlite"),
-        ("db.record_charge", "sqlite"),
-        ("db.commit", "sqlite"),
+    for name in [
+        "db.insert",
+        "db.save",
+        "db.reserve",
+        "db.record_charge",
+        "db.commit",
     ] {
         let found = named(&spans, name);
         assert!(!found.is_empty(), "no {name} span:\n{tree}");
@@ -256,6 +266,38 @@ async fn one_order_is_one_trace_across_four_services() {
             "{line}"
         );
         assert!(line["rpc.method"].is_string(), "{line}");
+    }
+}
+
+/// Traces must not mix under concurrency: every one of many orders placed at
+/// once is its own complete trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_orders_are_separate_complete_traces() {
+    let captured = otel::capture();
+    let _turn = SERIAL.lock().await;
+    let s = stack(TestDb::sqlite()).await;
+    s.product("TRACE-N", 100, 100).await;
+    let placed =
+        futures::future::join_all((0..12).map(|_| traced_order(&s, "TRACE-N", "pm_card_ok"))).await;
+    for (trace_id, order) in placed {
+        assert_eq!(support::status(&order), pb::OrderStatus::Confirmed);
+        let spans = captured
+            .wait_for(trace_id, Duration::from_secs(10), saga_finished)
+            .await;
+        let tree = render_tree(&spans);
+        assert_hops_join(&spans);
+        for name in ["check_user", "reserve", "charge", "commit"] {
+            step(&spans, name);
+        }
+        for name in ["db.insert", "db.reserve", "db.record_charge", "db.commit"] {
+            assert!(!named(&spans, name).is_empty(), "no {name} span:\n{tree}");
+        }
+        // Exactly this order's work: one CreateOrder, one of each call.
+        assert_eq!(
+            named(&spans, &format!("{INVENTORY}/ReserveStock")).len(),
+            2,
+            "{tree}"
+        );
     }
 }
 

@@ -173,6 +173,38 @@ async fn spans_reach_the_collector_named_by_otel_variables_and_are_flushed_at_ex
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sampler_comes_from_otel_traces_sampler() {
+    let (collector_addr, received) = collector().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = command(dir.path());
+    cmd.env(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        format!("http://{collector_addr}"),
+    )
+    .env("OTEL_TRACES_SAMPLER", "always_off");
+    let (mut reaper, addr, _logs) = start_command(cmd);
+    // Even a caller that sampled its trace is not recorded under always_off.
+    authenticate(addr, Some(&format!("00-{TRACE_ID}-{PARENT_ID}-01"))).await;
+    authenticate(addr, None).await;
+    sigterm(reaper.0.id());
+    let status =
+        tokio::task::spawn_blocking(move || wait_exit(&mut reaper.0, Duration::from_secs(20)))
+            .await
+            .unwrap();
+    assert!(status.success(), "{status:?}");
+    let spans: usize = received
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|e| &e.resource_spans)
+        .flat_map(|rs| &rs.scope_spans)
+        .map(|ss| ss.spans.len())
+        .sum();
+    assert_eq!(spans, 0, "always_off exported spans");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_that_never_answers_costs_the_calls_nothing() {
     // Accepts connections and never says a word: exports hang until they time out.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
