@@ -364,38 +364,28 @@ async fn metrics_count_rpcs_peers_pools_and_saga_outcomes() {
     let before = scrape(s.order.admin_addr).await;
 
     // 3 confirmed, 1 declined, 1 out of stock (asks for 2 when 1 is left).
-    for _ in 0..3 {
+    let plan = [
+        (2, "pm_card_ok", None),
+        (2, "pm_card_ok", None),
+        (2, "pm_card_ok", None),
+        (
+            1,
+            "pm_card_declined",
+            Some(pb::CancelReason::PaymentDeclined),
+        ),
+        (2, "pm_card_ok", Some(pb::CancelReason::OutOfStock)),
+    ];
+    for (quantity, method, cancelled) in plan {
+        let key = Uuid::now_v7().to_string();
         let o = s
-            .place(
-                &[("METRIC-1", 2)],
-                "pm_card_ok",
-                &Uuid::now_v7().to_string(),
-            )
+            .place(&[("METRIC-1", quantity)], method, &key)
             .await
             .unwrap();
-        assert_eq!(support::status(&o), pb::OrderStatus::Confirmed);
+        match cancelled {
+            None => assert_eq!(support::status(&o), pb::OrderStatus::Confirmed),
+            Some(reason) => assert_eq!(support::reason(&o), reason),
+        }
     }
-    let declined = s
-        .place(
-            &[("METRIC-1", 1)],
-            "pm_card_declined",
-            &Uuid::now_v7().to_string(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        support::reason(&declined),
-        pb::CancelReason::PaymentDeclined
-    );
-    let short = s
-        .place(
-            &[("METRIC-1", 2)],
-            "pm_card_ok",
-            &Uuid::now_v7().to_string(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(support::reason(&short), pb::CancelReason::OutOfStock);
     s.settle_and_check().await;
 
     let after = scrape(s.order.admin_addr).await;

@@ -23,7 +23,7 @@ use opentelemetry_proto::tonic::{
 
 use crate::{
     ADMIN_EMAIL, ADMIN_PASSWORD, pb,
-    process::{command, start_command, wait_exit},
+    process::{Reaper, command, start_command, wait_exit},
 };
 
 const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
@@ -86,12 +86,19 @@ async fn authenticate(addr: SocketAddr, traceparent: Option<&str>) {
         .expect("the call succeeds whatever the collector does");
 }
 
-fn sigterm(pid: u32) {
+/// SIGTERM, then a clean exit within the drain, the grace and the bounded
+/// flush (a hang fails the test rather than blocking it).
+async fn stop(mut reaper: Reaper) {
     let ok = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
+        .args(["-TERM", &reaper.0.id().to_string()])
         .status()
         .unwrap();
     assert!(ok.success());
+    let status =
+        tokio::task::spawn_blocking(move || wait_exit(&mut reaper.0, Duration::from_secs(30)))
+            .await
+            .unwrap();
+    assert!(status.success(), "{status:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,19 +114,14 @@ async fn spans_reach_the_collector_named_by_otel_variables_and_are_flushed_at_ex
     // Nothing is sent on a timer during the test: only the flush at exit
     // can deliver the span.
     .env("OTEL_BSP_SCHEDULE_DELAY", "600000");
-    let (mut reaper, addr, logs) = start_command(cmd);
+    let (reaper, addr, logs) = start_command(cmd);
 
     authenticate(addr, Some(&format!("00-{TRACE_ID}-{PARENT_ID}-01"))).await;
     assert!(
         received.0.lock().unwrap().is_empty(),
         "spans went out before shutdown, so this test would not prove the flush"
     );
-    sigterm(reaper.0.id());
-    let status =
-        tokio::task::spawn_blocking(move || wait_exit(&mut reaper.0, Duration::from_secs(20)))
-            .await
-            .unwrap();
-    assert!(status.success(), "{status:?}");
+    stop(reaper).await;
 
     let exports = received.0.lock().unwrap().clone();
     let resource_spans: Vec<_> = exports.iter().flat_map(|e| &e.resource_spans).collect();
@@ -182,16 +184,11 @@ async fn the_sampler_comes_from_otel_traces_sampler() {
         format!("http://{collector_addr}"),
     )
     .env("OTEL_TRACES_SAMPLER", "always_off");
-    let (mut reaper, addr, _logs) = start_command(cmd);
+    let (reaper, addr, _logs) = start_command(cmd);
     // Even a caller that sampled its trace is not recorded under always_off.
     authenticate(addr, Some(&format!("00-{TRACE_ID}-{PARENT_ID}-01"))).await;
     authenticate(addr, None).await;
-    sigterm(reaper.0.id());
-    let status =
-        tokio::task::spawn_blocking(move || wait_exit(&mut reaper.0, Duration::from_secs(20)))
-            .await
-            .unwrap();
-    assert!(status.success(), "{status:?}");
+    stop(reaper).await;
     let spans: usize = received
         .0
         .lock()
@@ -223,7 +220,7 @@ async fn a_collector_that_never_answers_costs_the_calls_nothing() {
         format!("http://{silent_addr}"),
     )
     .env("OTEL_BSP_SCHEDULE_DELAY", "10");
-    let (mut reaper, addr, _logs) = start_command(cmd);
+    let (reaper, addr, _logs) = start_command(cmd);
     for _ in 0..20 {
         authenticate(addr, None).await;
     }
@@ -232,12 +229,7 @@ async fn a_collector_that_never_answers_costs_the_calls_nothing() {
         "the exporter never tried the collector"
     );
     // Shutdown waits for the flush only so long, then exits cleanly.
-    sigterm(reaper.0.id());
-    let status =
-        tokio::task::spawn_blocking(move || wait_exit(&mut reaper.0, Duration::from_secs(30)))
-            .await
-            .unwrap();
-    assert!(status.success(), "{status:?}");
+    stop(reaper).await;
 }
 
 fn hex(bytes: &[u8]) -> String {
