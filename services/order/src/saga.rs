@@ -358,7 +358,7 @@ impl Saga {
                     .await?;
                 order.status = Status::Cancelled;
                 self.advance(order, Step::Done).await?;
-                tracing::info!(
+                tracing::debug!(
                     order_id = %order.id,
                     reason = order.cancel_reason.map(CancelReason::as_str).unwrap_or_default(),
                     "order cancelled"

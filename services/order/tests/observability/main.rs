@@ -260,6 +260,12 @@ async fn one_order_is_one_trace(db: TestDb, system: &str) {
             "{line} names a span not in the trace"
         );
     }
+    // At INFO an order writes nothing but the access lines.
+    let chatty: Vec<_> = lines
+        .iter()
+        .filter(|l| l["level"] == "INFO" && l["message"] != "rpc finished")
+        .collect();
+    assert!(chatty.is_empty(), "per-request INFO lines: {chatty:#?}");
     for line in &access {
         assert!(
             line["code"] == "OK" && line["duration_ms"].is_number(),
@@ -347,6 +353,14 @@ async fn a_declined_card_is_one_trace_with_the_error_and_the_compensation() {
     assert!(named(&spans, "saga.commit").is_empty(), "{tree}");
     assert!(!named(&spans, "db.release").is_empty(), "{tree}");
     assert_eq!(s.stock("TRACE-2").await, (10, 0));
+    let chatty: Vec<_> = captured
+        .logs
+        .json()
+        .into_iter()
+        .filter(|l| l["trace_id"] == trace_id.to_string())
+        .filter(|l| l["level"] == "INFO" && l["message"] != "rpc finished")
+        .collect();
+    assert!(chatty.is_empty(), "per-request INFO lines: {chatty:#?}");
 }
 
 async fn scrape(addr: std::net::SocketAddr) -> Scrape {
