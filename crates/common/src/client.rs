@@ -107,7 +107,7 @@ pub enum ChannelError {
 /// peer is not up yet, and reconnects on its own when the peer comes back.
 pub fn channel(name: &str, peer: &PeerConfig) -> Result<PeerChannel, ChannelError> {
     let inner = raw_channel(peer)?;
-    let authority = inner_authority(&peer.url);
+    let authority = authority(&peer.url);
     Ok(PeerChannel {
         inner,
         peer: Arc::from(name),
@@ -115,7 +115,7 @@ pub fn channel(name: &str, peer: &PeerConfig) -> Result<PeerChannel, ChannelErro
     })
 }
 
-fn inner_authority(url: &str) -> String {
+fn authority(url: &str) -> String {
     url.parse::<http::Uri>()
         .ok()
         .and_then(|u| u.authority().map(|a| a.as_str().to_owned()))
@@ -165,13 +165,6 @@ pub struct PeerChannel {
     inner: Channel,
     peer: Arc<str>,
     authority: Arc<str>,
-}
-
-impl PeerChannel {
-    /// The peer's name, as in the metrics' `peer` label.
-    pub fn peer(&self) -> &str {
-        &self.peer
-    }
 }
 
 struct ClientCall {

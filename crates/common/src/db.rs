@@ -130,12 +130,6 @@ impl Db {
         self.backend
     }
 
-    /// The database's name (SQLite file stem or PostgreSQL database): the
-    /// `db` label of the pool and transaction metrics.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// Starts a write transaction named `operation` (`reserve`, `save`, …),
     /// traced as a span from `begin` to commit or rollback and timed in
     /// `db_transaction_duration_seconds`. Dropping the [`Tx`] uncommitted rolls

@@ -349,20 +349,6 @@ pub fn code_name(code: Code) -> &'static str {
     }
 }
 
-/// The `grpc-message` of a response, percent-decoded.
-pub fn grpc_message(headers: &http::HeaderMap) -> Option<String> {
-    Status::from_header_map(headers).map(|s| s.message().to_owned())
-}
-
-/// The `grpc-status` of a response or trailers.
-pub fn grpc_status(headers: &http::HeaderMap) -> Option<Code> {
-    headers
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<i32>().ok())
-        .map(Code::from_i32)
-}
-
 impl Middleware for MetricsMiddleware {
     fn handle<S>(
         &self,
@@ -420,9 +406,8 @@ pub trait OnStatus: Send + 'static {
 /// error), else when the trailers go by — for a stream that is when it ends —
 /// or with CANCELLED when the body is dropped first.
 pub fn observe<F: OnStatus>(resp: HttpResponse, done: F) -> HttpResponse {
-    if let Some(code) = grpc_status(resp.headers()) {
-        let message = grpc_message(resp.headers()).unwrap_or_default();
-        done.on_status(code, &message, Some(resp.headers()));
+    if let Some(status) = Status::from_header_map(resp.headers()) {
+        done.on_status(status.code(), status.message(), Some(resp.headers()));
         return resp;
     }
     let (parts, body) = resp.into_parts();
@@ -468,9 +453,10 @@ impl<F: OnStatus> http_body::Body for ObservedBody<F> {
                 if let Some(trailers) = f.trailers_ref()
                     && let Some(done) = this.done.take()
                 {
-                    let code = grpc_status(trailers).unwrap_or(Code::Unknown);
-                    let message = grpc_message(trailers).unwrap_or_default();
-                    done.on_status(code, &message, Some(trailers));
+                    match Status::from_header_map(trailers) {
+                        Some(s) => done.on_status(s.code(), s.message(), Some(trailers)),
+                        None => done.on_status(Code::Unknown, "trailers without a status", None),
+                    }
                 }
             }
             Some(Err(s)) => {

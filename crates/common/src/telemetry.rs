@@ -79,7 +79,7 @@ impl Drop for TelemetryGuard {
 }
 
 /// Whether the environment names an OTLP collector for traces.
-pub fn otlp_configured() -> bool {
+fn otlp_configured() -> bool {
     [
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
         "OTEL_EXPORTER_OTLP_ENDPOINT",

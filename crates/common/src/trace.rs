@@ -21,12 +21,17 @@ use tonic::Code;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-/// The propagators Emporium speaks: W3C trace context and W3C baggage.
-pub fn propagator() -> TextMapCompositePropagator {
-    TextMapCompositePropagator::new(vec![
-        Box::new(TraceContextPropagator::new()),
-        Box::new(BaggagePropagator::new()),
-    ])
+/// The propagators Emporium speaks: W3C trace context and W3C baggage. Built
+/// once: every request and every outbound call uses it.
+pub fn propagator() -> &'static TextMapCompositePropagator {
+    static PROPAGATOR: std::sync::LazyLock<TextMapCompositePropagator> =
+        std::sync::LazyLock::new(|| {
+            TextMapCompositePropagator::new(vec![
+                Box::new(TraceContextPropagator::new()),
+                Box::new(BaggagePropagator::new()),
+            ])
+        });
+    &PROPAGATOR
 }
 
 struct HeaderExtractor<'a>(&'a HeaderMap);
@@ -158,10 +163,7 @@ pub fn record_status(span: &tracing::Span, side: Side, code: Code, message: &str
         if message.is_empty() {
             span.record("otel.status_description", name);
         } else {
-            span.record(
-                "otel.status_description",
-                format_args!("{name}: {message}").to_string().as_str(),
-            );
+            span.record("otel.status_description", format!("{name}: {message}"));
         }
     }
 }

@@ -354,6 +354,8 @@ impl Saga {
                 }
             }
             Step::Compensate | Step::CancelConfirmed => {
+                // Compensation gets a fresh budget: undoing must not be cut short
+                // because the forward path used up the caller's deadline.
                 self.undo(order, Instant::now() + self.timing.retry_budget)
                     .await?;
                 order.status = Status::Cancelled;
