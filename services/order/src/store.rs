@@ -53,7 +53,7 @@ struct ItemRow {
 }
 
 fn corrupt(what: &str, value: &str) -> Error {
-    Error::Internal(format!("stored {what} {value:?} is invalid"))
+    Error::Internal(format!("stored {what} {value:?} is invalid").into())
 }
 
 impl OrderRow {

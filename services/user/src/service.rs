@@ -3,6 +3,8 @@
 
 use emporium_common::{
     auth::{Caller, IssuedToken, Tokens},
+    paging::{self, PageSize, TimeCursor},
+    status::InternalError,
     time::now_micros,
 };
 
@@ -13,19 +15,8 @@ use crate::{
     store::{Store, StoredChanges},
 };
 
-/// Default and maximum page sizes of ListUsers (documented in the proto).
-pub const PAGE_DEFAULT: u32 = 50;
-/// See [`PAGE_DEFAULT`].
-pub const PAGE_MAX: u32 = 500;
-
-/// One page of users and the cursor after its last item, if more may follow.
-#[derive(Debug)]
-pub struct Page {
-    /// The users.
-    pub users: Vec<User>,
-    /// `(created_at, id)` of the last user, when there is a next page.
-    pub next: Option<(i64, String)>,
-}
+/// One page of users.
+pub type Page = paging::Page<User, TimeCursor>;
 
 /// The user service's operations.
 #[derive(Debug, Clone)]
@@ -114,7 +105,9 @@ impl Users {
                 let token = self
                     .tokens
                     .issue(user.id.0, user.roles.as_slice())
-                    .map_err(|e| Error::Internal(e.to_string()))?;
+                    .map_err(|e| {
+                        Error::Internal(InternalError::caused_by("signing the access token", e))
+                    })?;
                 Ok((token, user.clone()))
             }
             _ => Err(Error::Unauthenticated(BAD_CREDENTIALS)),
@@ -178,21 +171,20 @@ impl Users {
     pub async fn list(
         &self,
         caller: &Caller,
-        after: Option<(i64, String)>,
-        size: u32,
+        after: Option<TimeCursor>,
+        size: PageSize,
     ) -> Result<Page, Error> {
         if !caller.is_admin() {
             return Err(Error::PermissionDenied("only admins may list users"));
         }
-        // One extra row tells whether a next page exists without a COUNT.
-        let mut users = self.store.list(after, size + 1).await?;
-        let next = if users.len() > size as usize {
-            users.truncate(size as usize);
-            users.last().map(|u| (u.created_at, u.id.to_string()))
-        } else {
-            None
-        };
-        Ok(Page { users, next })
+        let users = self
+            .store
+            .list(after.map(TimeCursor::to_row), size.fetch())
+            .await?;
+        Ok(Page::from_fetched(users, size, |u| TimeCursor {
+            created_at: u.created_at,
+            id: u.id.0,
+        }))
     }
 }
 
