@@ -12,14 +12,14 @@ use emporium_common::{
     status::Violations,
     time::{now_micros, timestamp_from_micros},
 };
-use emporium_proto::{common::v1::Money, order::v1 as pb};
+use emporium_proto::{common::v1 as pb_common, order::v1 as pb};
 use futures::{Stream, StreamExt as _};
 use uuid::Uuid;
 
 use crate::{
     domain::{
-        self, CancelReason, IdempotencyKey, Line, MAX_ITEMS, MAX_QUANTITY, NewOrder, Order,
-        PaymentMethod, Sku, Status as OrderStatus,
+        self, CancelReason, Currency, IdempotencyKey, Line, MAX_ITEMS, MAX_QUANTITY, Money,
+        NewOrder, Order, PaymentMethod, Sku, Status as OrderStatus,
     },
     error::Error,
     service::{Orders, WatchTarget},
@@ -106,11 +106,10 @@ fn new_order(caller: &Caller, r: pb::CreateOrderRequest) -> Result<NewOrder, Vio
     })
 }
 
-fn money(units: i64, currency: &Option<String>) -> Option<Money> {
-    currency.as_ref().map(|c| Money {
-        currency_code: c.clone(),
-        units,
-    })
+fn money(units: i64, currency: &Option<Currency>) -> Option<pb_common::Money> {
+    currency
+        .as_ref()
+        .map(|c| Money::new(c.clone(), units).to_proto())
 }
 
 fn status_to_pb(s: OrderStatus) -> pb::OrderStatus {

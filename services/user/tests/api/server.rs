@@ -252,15 +252,24 @@ async fn anonymous_callers_behind_a_trusted_proxy_are_limited_per_real_client() 
         let mut client = pb::user_service_client::UserServiceClient::new(svc.channel().await);
         // One client uses up its burst...
         for _ in 0..2 {
-            let s = client.authenticate(login("198.51.100.1")).await.unwrap_err();
+            let s = client
+                .authenticate(login("198.51.100.1"))
+                .await
+                .unwrap_err();
             assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
         }
-        let s = client.authenticate(login("198.51.100.1")).await.unwrap_err();
+        let s = client
+            .authenticate(login("198.51.100.1"))
+            .await
+            .unwrap_err();
         assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
         // ...and another one behind the same proxy: its own bucket when the proxy
         // is trusted; the same (exhausted) bucket of the TCP peer when it is not,
         // whatever the header claims.
-        let s = client.authenticate(login("198.51.100.2")).await.unwrap_err();
+        let s = client
+            .authenticate(login("198.51.100.2"))
+            .await
+            .unwrap_err();
         let expected = if trusted {
             Code::Unauthenticated
         } else {
