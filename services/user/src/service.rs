@@ -114,9 +114,36 @@ impl Users {
         }
     }
 
+    /// The caller as the accounts stand now. A user token carries the roles of
+    /// when it was issued; this service owns the accounts, so it believes the
+    /// database instead: a deactivated or deleted user's token stops working here
+    /// at once, and a demoted admin's token loses its admin rights at once (other
+    /// services honour a token until it expires, `auth.token_ttl_secs`).
+    /// Service tokens name a user the calling service acts for; they are taken
+    /// as they are.
+    async fn current(&self, caller: &Caller) -> Result<Caller, Error> {
+        if caller.service.is_some() {
+            return Ok(caller.clone());
+        }
+        match self.store.get(UserId(caller.user_id)).await? {
+            Some(user) if user.active => Ok(Caller {
+                roles: user.roles.as_slice().to_vec(),
+                ..caller.clone()
+            }),
+            Some(_) => Err(Error::Unauthenticated(
+                "this account is deactivated; its tokens no longer work",
+            )),
+            // Deleted (or never stored: tokens minted by the operator's tools):
+            // nothing to check against, so the signed token stands until it
+            // expires.
+            None => Ok(caller.clone()),
+        }
+    }
+
     /// One user: the caller themself, or anyone for an admin. The permission check
     /// comes first, so a customer learns nothing about other ids.
     pub async fn get(&self, caller: &Caller, id: UserId) -> Result<User, Error> {
+        let caller = &self.current(caller).await?;
         ensure_may_act_for(caller, id)?;
         self.store.get(id).await?.ok_or(Error::NotFound)
     }
@@ -128,6 +155,7 @@ impl Users {
         id: UserId,
         changes: UserChanges,
     ) -> Result<User, Error> {
+        let caller = &self.current(caller).await?;
         ensure_may_act_for(caller, id)?;
         if changes.needs_admin() && !caller.is_admin() {
             return Err(Error::PermissionDenied(
@@ -159,6 +187,7 @@ impl Users {
 
     /// Deletes a user.
     pub async fn delete(&self, caller: &Caller, id: UserId) -> Result<(), Error> {
+        let caller = &self.current(caller).await?;
         ensure_may_act_for(caller, id)?;
         if !self.store.delete(id).await? {
             return Err(Error::NotFound);
@@ -174,7 +203,7 @@ impl Users {
         after: Option<TimeCursor>,
         size: PageSize,
     ) -> Result<Page, Error> {
-        if !caller.is_admin() {
+        if !self.current(caller).await?.is_admin() {
             return Err(Error::PermissionDenied("only admins may list users"));
         }
         let users = self

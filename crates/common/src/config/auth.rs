@@ -61,7 +61,9 @@ pub struct AuthConfig {
     pub issuer: String,
     /// `aud` claim written and required.
     pub audience: String,
-    /// Lifetime of an issued user token, in seconds.
+    /// Lifetime of an issued user token, in seconds: also the longest a
+    /// deactivated or demoted user's token keeps working at the services other
+    /// than the user service (which checks the account on every call).
     pub token_ttl_secs: u64,
     /// Clock skew tolerated on `exp` and `nbf`, in seconds.
     pub leeway_secs: u64,
@@ -78,7 +80,7 @@ impl Default for AuthConfig {
             service_key_id: "svc-dev".into(),
             issuer: "emporium-user".into(),
             audience: "emporium".into(),
-            token_ttl_secs: 3_600,
+            token_ttl_secs: 900,
             leeway_secs: 30,
         }
     }
