@@ -3,21 +3,33 @@
 //! - [`TestDb`]: a fresh database per test — a temp SQLite file, or a database
 //!   in a throwaway PostgreSQL cluster ([`postgres::PgCluster`]) that the harness
 //!   starts itself from the PostgreSQL binaries.
-//! - [`spawn_user`]: the user service in-process on `127.0.0.1:0` (bound before
-//!   it serves, so no port guessing and no sleeps), stopped on drop.
+//! - [`spawn_user`], [`spawn_inventory`], [`spawn_payment`], [`spawn_order`]:
+//!   one service in-process on `127.0.0.1:0` (bound before it serves, so no
+//!   port guessing and no sleeps), stopped on drop; [`Stack`]: all four, wired
+//!   together, with an admin and a customer; [`invariants`]: the platform's
+//!   invariants read from each service's own database.
+//! - [`process`]: a service binary as a real process (SIGTERM, kill, logs).
+//! - [`eventually`]: polls for a condition, bounded, instead of sleeping.
 //! - [`backend_tests!`]: declares each test once per backend.
+//! - [`hostile`]: the shared pieces of the hostile-input tests (bad ids and
+//!   keys, garbage, proptest strategies and config, the expected codes);
+//!   [`raw`]: hand-made gRPC frames.
 //! - [`otel`]: every span of the process in memory, with the JSON log lines,
 //!   for trace tests; [`prometheus`]: `/metrics` parsed for metric tests.
 //!
 //! When PostgreSQL binaries are missing, PostgreSQL tests print a loud SKIPPED
 //! banner and return; with `EMPORIUM_REQUIRE_POSTGRES=1` (CI) they fail instead.
 
+pub mod hostile;
+pub mod invariants;
 pub mod otel;
 pub mod postgres;
+pub mod process;
 pub mod prometheus;
 pub mod raw;
+pub mod stack;
 
-use std::net::SocketAddr;
+use std::{future::Future, net::SocketAddr, time::Duration};
 
 use emporium_common::{
     config::{AuthConfig, BaseConfig, DatabaseConfig, Secret, ServerConfig},
@@ -104,6 +116,29 @@ pub fn auth_config() -> AuthConfig {
 /// Issues tokens that the spawned services accept.
 pub fn tokens() -> emporium_common::auth::Tokens {
     emporium_common::auth::Tokens::new(&auth_config()).expect("test keys are valid")
+}
+
+/// A token of a new user who is a customer and an admin.
+pub fn admin_token() -> String {
+    tokens()
+        .issue(
+            uuid::Uuid::now_v7(),
+            &[
+                emporium_common::auth::Role::Customer,
+                emporium_common::auth::Role::Admin,
+            ],
+        )
+        .expect("test keys sign")
+        .token
+}
+
+/// A service token of the order service acting for customer `user`: the only
+/// caller the reservation, charge and refund RPCs accept.
+pub fn order_service_token(user: uuid::Uuid) -> String {
+    tokens()
+        .issue_service("order", user, &[emporium_common::auth::Role::Customer])
+        .expect("test keys sign service tokens")
+        .token
 }
 
 /// Server settings for tests: ephemeral ports, no drain delay.
@@ -233,6 +268,44 @@ pub async fn spawn_user(db: TestDb, tweak: impl FnOnce(&mut emporium_user::Confi
         emporium_user::serve(config, listeners, stop)
     })
     .await
+}
+
+pub use stack::{
+    Stack, peers, saga_config, spawn_inventory, spawn_order, spawn_payment,
+    spawn_payment_with_processor,
+};
+
+/// Calls `poll` every 20 ms until it returns `Some`, and returns that; panics
+/// when `timeout` passes first. For waiting on something that happens in the
+/// background (a saga settling, a process exiting, a span arriving): it asks
+/// for the condition itself, so a slow machine waits longer instead of racing.
+pub async fn eventually<T, F, Fut>(timeout: Duration, poll: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    match poll_until(timeout, poll).await {
+        Some(done) => done,
+        None => panic!("eventually: the condition still did not hold after {timeout:?}"),
+    }
+}
+
+/// [`eventually`] for callers with a better message: `None` at the timeout.
+pub async fn poll_until<T, F, Fut>(timeout: Duration, mut poll: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(done) = poll().await {
+            return Some(done);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Wraps `msg` in a request carrying `authorization: Bearer <token>`.

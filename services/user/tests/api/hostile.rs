@@ -3,14 +3,16 @@
 //! Every answer is a proper gRPC status whose message leaks nothing internal,
 //! and a normal call on the same connection works right after.
 
-use emporium_common::{auth::Role, rpc::Code};
+use emporium_common::rpc::Code;
 use emporium_testkit::{
-    TestDb, assert_no_leak, backend_tests, bearer, invalid,
+    TestDb, admin_token, assert_no_leak, backend_tests, bearer,
+    hostile::{self, EXPECTED, LIMIT, Malformed, garbage, proptest_config, refuse_malformed},
+    invalid,
     raw::{frame, framed, raw},
-    refused, scan, tokens,
+    refused, scan,
 };
 use pb::user_service_client::UserServiceClient;
-use proptest::{prelude::*, test_runner::RngSeed};
+use proptest::prelude::*;
 use prost::Message as _;
 use uuid::Uuid;
 
@@ -22,18 +24,6 @@ const CREATE_USER: &str = "/emporium.user.v1.UserService/CreateUser";
 const UPDATE_USER: &str = "/emporium.user.v1.UserService/UpdateUser";
 const GET_USER: &str = "/emporium.user.v1.UserService/GetUser";
 const LIST_USERS: &str = "/emporium.user.v1.UserService/ListUsers";
-
-/// The server's receive limit (`server.max_message_bytes`, default 4 MiB).
-const LIMIT: usize = 4 * 1024 * 1024;
-
-// ---- helpers (each service's hostile tests carry their own copy) ----
-
-fn admin_token() -> String {
-    tokens()
-        .issue(Uuid::now_v7(), &[Role::Customer, Role::Admin])
-        .unwrap()
-        .token
-}
 
 /// Field 1 (`email`, a string) as a varint: a wrong wire type.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -67,18 +57,6 @@ struct WithUnknownField {
     email: String,
     #[prost(string, tag = "99")]
     extra: String,
-}
-
-/// Bytes from a fixed-seed xorshift: "random" garbage, the same on every run.
-fn garbage(n: usize, mut seed: u64) -> Vec<u8> {
-    (0..n)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed as u8
-        })
-        .collect()
 }
 
 // ---- 0. the leak scanner itself ----
@@ -118,7 +96,7 @@ fn the_leak_scanner_catches_internals_and_passes_plain_messages() {
 async fn malformed_bytes_get_a_grpc_error_and_the_connection_keeps_working() {
     let app = app(TestDb::sqlite()).await;
     let channel = app.svc.channel().await;
-    let mut client = UserServiceClient::new(channel.clone());
+    let client = UserServiceClient::new(channel.clone());
     let admin = app.admin_token.clone();
     let me = app.admin_id.clone();
 
@@ -149,13 +127,13 @@ async fn malformed_bytes_get_a_grpc_error_and_the_connection_keeps_working() {
     .encode_to_vec();
     let message = pb::CreateUserRequest::default().encode_to_vec();
 
-    // (what, method, request body, code tonic answers). tonic refuses these
-    // before any handler runs, with messages of its own: for protobuf errors,
-    // prost's text naming the message, field and wire type (e.g. "failed to
-    // decode Protobuf message: CreateUserRequest.email: invalid wire type:
-    // Varint (expected LengthDelimited)"). Only the leak markers are checked
-    // here; whether that text should reach clients is an open question.
-    let cases: Vec<(&str, &str, Vec<u8>, Code)> = vec![
+    // (what, path, request body, code tonic answers). The messages are
+    // tonic's own: for protobuf errors, prost's text naming the message, field
+    // and wire type (e.g. "failed to decode Protobuf message:
+    // CreateUserRequest.email: invalid wire type: Varint (expected
+    // LengthDelimited)"). Only the leak markers are checked here; whether that
+    // text should reach clients is an open question.
+    let cases: Vec<Malformed> = vec![
         (
             "string field as varint",
             CREATE_USER,
@@ -238,24 +216,22 @@ async fn malformed_bytes_get_a_grpc_error_and_the_connection_keeps_working() {
             Code::OutOfRange,
         ),
     ];
-    for (what, path, body, code) in cases {
-        let s = raw(&channel, path, Some(&admin), body)
-            .await
-            .expect_err(what);
-        assert_eq!(s.code(), code, "{what}: {s:?}");
-        scan(&s);
-        // The same connection still serves a normal call.
-        let user = client
-            .get_user(bearer(
-                pb::GetUserRequest {
-                    user_id: me.clone(),
-                },
-                &admin,
-            ))
-            .await
-            .unwrap_or_else(|e| panic!("normal call after {what}: {e:?}"));
-        assert_eq!(user.into_inner().user.unwrap().id, me);
-    }
+    refuse_malformed(&channel, str::to_owned, Some(&admin), cases, |what| {
+        let (mut client, admin, me) = (client.clone(), admin.clone(), me.clone());
+        async move {
+            let user = client
+                .get_user(bearer(
+                    pb::GetUserRequest {
+                        user_id: me.clone(),
+                    },
+                    &admin,
+                ))
+                .await
+                .unwrap_or_else(|e| panic!("normal call after {what}: {e:?}"));
+            assert_eq!(user.into_inner().user.unwrap().id, me);
+        }
+    })
+    .await;
 
     // Well-formed bytes the schema does not expect are not errors: unknown
     // fields are skipped, and validation answers as usual.
@@ -331,26 +307,14 @@ async fn oversized_messages_are_out_of_range_and_the_connection_keeps_working() 
 
 // ---- 2. hostile values through the generated client ----
 
-/// Ids that are not the canonical hyphenated UUID, in every hostile shape.
+/// Ids that are not the canonical hyphenated UUID, in every hostile shape:
+/// the shared ones, the empty id, and the right hex digits in the wrong case
+/// with the wrong separators.
 fn bad_ids(valid: &str) -> Vec<String> {
-    vec![
-        String::new(),
-        "\0".into(),
-        format!("{valid}\0"),
-        format!("\0{}", &valid[1..]),
-        // 36 bytes, but not ASCII.
-        format!("{}é", &valid[..34]),
-        format!("\u{202E}{}", &valid[3..]),
-        format!("{}🦀", &valid[..32]),
-        // Combining mark on a hex digit.
-        format!("{}\u{0301}", &valid[..34]),
-        // Fullwidth digits look like a UUID to a person.
-        valid.replace('0', "０"),
-        valid.to_uppercase().replace('-', "_"),
-        "x".repeat(10_000),
-        "a".repeat(1 << 20),
-        "' OR '1'='1".into(),
-    ]
+    let mut ids = hostile::bad_ids(valid);
+    ids.insert(0, String::new());
+    ids.push(valid.to_uppercase().replace('-', "_"));
+    ids
 }
 
 async fn hostile_values_are_refused_field_by_field(db: TestDb) {
@@ -557,22 +521,9 @@ async fn hostile_values_are_refused_field_by_field(db: TestDb) {
 
 // ---- 3. generated hostile requests ----
 
-/// Text a client could send: fixed nasties, arbitrary unicode (NUL and control
-/// characters included), long runs, and well-formed values.
+/// Hostile text, with a run of NULs among the nasties.
 fn text(valid: impl Strategy<Value = String> + 'static) -> BoxedStrategy<String> {
-    prop_oneof![
-        3 => prop::sample::select(vec![
-            "", " ", "\0", "a\0b", "\0\0\0\0\0\0\0\0\0\0", "\u{202E}abc", "\u{200B}",
-            "\u{FEFF}", "👩‍👩‍👧‍👦", "e\u{301}\u{302}", "\r\n", "' OR 1=1 --", "%s%n", "../..",
-            "\u{10FFFF}",
-        ])
-        .prop_map(str::to_owned),
-        3 => any::<String>(),
-        2 => prop::collection::vec(any::<char>(), 0..64).prop_map(String::from_iter),
-        1 => (0usize..12_000, any::<char>()).prop_map(|(n, c)| c.to_string().repeat(n)),
-        24 => valid,
-    ]
-    .boxed()
+    hostile::text_with(&["\0\0\0\0\0\0\0\0\0\0"], valid)
 }
 
 fn email() -> BoxedStrategy<String> {
@@ -644,27 +595,6 @@ fn op(target: String) -> impl Strategy<Value = Op> {
     prop_oneof![create, authenticate, get, update, list]
 }
 
-/// The codes a hostile request may get; anything else (INTERNAL, UNKNOWN, a
-/// transport error) fails the property.
-const EXPECTED: [Code; 6] = [
-    Code::InvalidArgument,
-    Code::NotFound,
-    Code::AlreadyExists,
-    Code::FailedPrecondition,
-    Code::PermissionDenied,
-    Code::OutOfRange,
-];
-
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: 64,
-        failure_persistence: None,
-        rng_seed: RngSeed::Fixed(0x5EED_0001),
-        max_shrink_iters: 256,
-        ..ProptestConfig::default()
-    }
-}
-
 #[test]
 fn generated_hostile_requests_never_fail_internally() {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -678,7 +608,7 @@ fn generated_hostile_requests_never_fail_internally() {
     let admin = admin_token();
     let client = app.client.clone();
 
-    proptest!(config(), |(op in op(victim.id.clone()))| {
+    proptest!(proptest_config(0x5EED_0001, 256), |(op in op(victim.id.clone()))| {
         let mut c = client.clone();
         let (result, extra) = rt.block_on(async {
             match op {

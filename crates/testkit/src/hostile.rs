@@ -1,0 +1,189 @@
+//! What every service's hostile-input tests share: the hostile values (bad
+//! ids, bad idempotency keys, garbage bytes), the proptest strategies for
+//! generated requests and their config, the codes a hostile request may get,
+//! and the runner for malformed raw frames. Each service's `hostile.rs` keeps
+//! only its own cases.
+
+use std::future::Future;
+
+use emporium_common::rpc::{Channel, Code};
+use proptest::{prelude::*, test_runner::RngSeed};
+use uuid::Uuid;
+
+use crate::{raw::raw, scan};
+
+/// The server's receive limit (`server.max_message_bytes`, default 4 MiB).
+pub const LIMIT: usize = 4 * 1024 * 1024;
+
+/// The codes a hostile request may get; anything else (INTERNAL, UNKNOWN, a
+/// transport error) fails the property.
+pub const EXPECTED: [Code; 6] = [
+    Code::InvalidArgument,
+    Code::NotFound,
+    Code::AlreadyExists,
+    Code::FailedPrecondition,
+    Code::PermissionDenied,
+    Code::OutOfRange,
+];
+
+/// Bytes from a fixed-seed xorshift: "random" garbage, the same on every run.
+pub fn garbage(n: usize, mut seed: u64) -> Vec<u8> {
+    (0..n)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect()
+}
+
+/// Ids that are not the canonical hyphenated UUID `valid`, in every hostile
+/// shape (the empty id is left out: some fields read it as "mine").
+pub fn bad_ids(valid: &str) -> Vec<String> {
+    vec![
+        "\0".into(),
+        format!("{valid}\0"),
+        format!("\0{}", &valid[1..]),
+        // 36 bytes, but not ASCII.
+        format!("{}é", &valid[..34]),
+        format!("\u{202E}{}", &valid[3..]),
+        format!("{}🦀", &valid[..32]),
+        // Combining mark on a hex digit.
+        format!("{}\u{0301}", &valid[..34]),
+        // Fullwidth digits look like a UUID to a person.
+        valid.replace('0', "０"),
+        "x".repeat(10_000),
+        "a".repeat(1 << 20),
+        "' OR '1'='1".into(),
+    ]
+}
+
+/// Idempotency keys that break the one rule (1 to 128 visible ASCII
+/// characters, no spaces: `emporium_common::types::IdempotencyKey`).
+pub fn bad_keys() -> Vec<String> {
+    vec![
+        String::new(),
+        "\0".into(),
+        "key\0".into(),
+        "tab\t".into(),
+        "del\u{7f}".into(),
+        "ключ".into(),
+        "🔑".into(),
+        "\u{202E}key".into(),
+        "k".repeat(129),
+        "k".repeat(1 << 20),
+    ]
+}
+
+/// Fixed nasties every text field is tried with.
+pub const NASTY: [&str; 14] = [
+    "",
+    " ",
+    "\0",
+    "a\0b",
+    "\u{202E}abc",
+    "\u{200B}",
+    "\u{FEFF}",
+    "👩‍👩‍👧‍👦",
+    "e\u{301}\u{302}",
+    "\r\n",
+    "' OR 1=1 --",
+    "%s%n",
+    "../..",
+    "\u{10FFFF}",
+];
+
+/// Text a client could send: the [`NASTY`] values, arbitrary unicode (NUL and
+/// control characters included), long runs, and (mostly) `valid` values.
+pub fn text(valid: impl Strategy<Value = String> + 'static) -> BoxedStrategy<String> {
+    text_with(&[], valid)
+}
+
+/// [`text`] with nasties of the service's own after the shared ones.
+pub fn text_with(
+    extra: &[&'static str],
+    valid: impl Strategy<Value = String> + 'static,
+) -> BoxedStrategy<String> {
+    let nasty: Vec<&'static str> = NASTY.iter().chain(extra).copied().collect();
+    prop_oneof![
+        3 => prop::sample::select(nasty).prop_map(str::to_owned),
+        3 => any::<String>(),
+        2 => prop::collection::vec(any::<char>(), 0..64).prop_map(String::from_iter),
+        1 => (0usize..12_000, any::<char>()).prop_map(|(n, c)| c.to_string().repeat(n)),
+        24 => valid,
+    ]
+    .boxed()
+}
+
+/// Hostile [`text`] around ids: one of `known`, or any well-formed UUID.
+pub fn id(known: Vec<String>) -> BoxedStrategy<String> {
+    text(prop_oneof![
+        prop::sample::select(known),
+        any::<u128>().prop_map(|n| Uuid::from_u128(n).to_string()),
+    ])
+}
+
+/// The config of a generated-requests property: 64 cases from a fixed `seed`
+/// (one per service, so runs repeat exactly), nothing persisted.
+pub fn proptest_config(seed: u64, max_shrink_iters: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases: 64,
+        failure_persistence: None,
+        rng_seed: RngSeed::Fixed(seed),
+        max_shrink_iters,
+        ..ProptestConfig::default()
+    }
+}
+
+/// One malformed request: `(what, method, request body with its framing, the
+/// code tonic answers)`.
+pub type Malformed = (&'static str, &'static str, Vec<u8>, Code);
+
+/// Sends each malformed request to `path(method)` over `channel` with `token`
+/// and asserts its code and that the status leaks nothing; after each one,
+/// `normal(what)` must show the same connection still serving a normal call.
+/// tonic refuses these before any handler runs, with messages of its own (for
+/// protobuf errors, prost's text naming the message, field and wire type), so
+/// only the leak markers are checked.
+pub async fn refuse_malformed<F, Fut>(
+    channel: &Channel,
+    path: impl Fn(&str) -> String,
+    token: Option<&str>,
+    cases: Vec<Malformed>,
+    normal: F,
+) where
+    F: FnMut(&'static str) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let cases = cases
+        .into_iter()
+        .map(|(what, method, body, code)| (what, method, token, body, code))
+        .collect();
+    refuse_malformed_each(channel, path, cases, normal).await;
+}
+
+/// A [`Malformed`] request with a token of its own: `(what, method, token,
+/// body, code)`.
+pub type MalformedAs<'a> = (&'static str, &'a str, Option<&'a str>, Vec<u8>, Code);
+
+/// [`refuse_malformed`] with a token of each case's own.
+pub async fn refuse_malformed_each<F, Fut>(
+    channel: &Channel,
+    path: impl Fn(&str) -> String,
+    cases: Vec<MalformedAs<'_>>,
+    mut normal: F,
+) where
+    F: FnMut(&'static str) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    for (what, method, token, body, code) in cases {
+        let st = raw(channel, &path(method), token, body)
+            .await
+            .expect_err(what);
+        assert_eq!(st.code(), code, "{what}: {st:?}");
+        scan(&st);
+        // The same connection still serves a normal call.
+        normal(what).await;
+    }
+}
