@@ -1,16 +1,16 @@
 //! What every service's hostile-input tests share: the hostile values (bad
 //! ids, bad idempotency keys, garbage bytes), the proptest strategies for
 //! generated requests and their config, the codes a hostile request may get,
-//! and the runner for malformed raw frames. Each service's `hostile.rs` keeps
+//! the runner for malformed raw frames, and the paging checks. Each service's `hostile.rs` keeps
 //! only its own cases.
 
 use std::future::Future;
 
-use emporium_common::rpc::{Channel, Code};
+use emporium_common::rpc::{Channel, Code, Status};
 use proptest::{prelude::*, test_runner::RngSeed};
 use uuid::Uuid;
 
-use crate::{raw::raw, scan};
+use crate::{invalid, raw::raw, scan, violated_fields};
 
 /// The server's receive limit (`server.max_message_bytes`, default 4 MiB).
 pub const LIMIT: usize = 4 * 1024 * 1024;
@@ -185,5 +185,49 @@ pub async fn refuse_malformed_each<F, Fut>(
         scan(&st);
         // The same connection still serves a normal call.
         normal(what).await;
+    }
+}
+
+/// Page sizes of a listing: negative ones are refused naming `page_size`, and
+/// the largest is clamped to a page of all `items`. `list(page_size)` asks
+/// for a first page and returns how many items it holds.
+pub async fn page_sizes<F, Fut>(mut list: F, items: usize)
+where
+    F: FnMut(i32) -> Fut,
+    Fut: Future<Output = Result<usize, Status>>,
+{
+    for size in [i32::MIN, -1] {
+        invalid(list(size).await, &["page_size"]);
+    }
+    let n = list(i32::MAX)
+        .await
+        .expect("the largest page size is clamped");
+    assert_eq!(n, items);
+}
+
+/// Page tokens that are plain garbage, and well-formed tokens of `listing`
+/// (the token format is public knowledge) around each hostile cursor.
+pub fn page_tokens(listing: &str, cursors: &[&str]) -> Vec<String> {
+    let mut tokens = vec!["\0".to_owned(), "t".repeat(1 << 20)];
+    tokens.extend(
+        cursors
+            .iter()
+            .map(|cursor| emporium_common::paging::encode_token(listing, cursor)),
+    );
+    tokens
+}
+
+/// Every token is refused naming `page_token`; `list(page_token)` asks for a
+/// page from it.
+pub async fn page_tokens_are_refused<F, Fut>(tokens: Vec<String>, mut list: F)
+where
+    F: FnMut(String) -> Fut,
+    Fut: Future<Output = Result<usize, Status>>,
+{
+    for token in tokens {
+        let st = list(token.clone()).await.expect_err(&format!("{token:?}"));
+        assert_eq!(st.code(), Code::InvalidArgument, "{token:?}: {st:?}");
+        assert_eq!(violated_fields(&st), ["page_token"]);
+        scan(&st);
     }
 }

@@ -6,7 +6,9 @@
 use emporium_common::rpc::Code;
 use emporium_testkit::{
     TestDb, admin_token, assert_no_leak, backend_tests, bearer,
-    hostile::{self, EXPECTED, LIMIT, Malformed, garbage, proptest_config, refuse_malformed},
+    hostile::{
+        self, EXPECTED, LIMIT, Malformed, garbage, page_sizes, proptest_config, refuse_malformed,
+    },
     invalid,
     raw::{frame, framed, raw},
     refused, scan,
@@ -436,45 +438,33 @@ async fn hostile_values_are_refused_field_by_field(db: TestDb) {
     );
 
     // Page sizes: negative is refused, huge is clamped.
-    for size in [i32::MIN, -1] {
-        let r = c
-            .list_users(bearer(
-                pb::ListUsersRequest {
-                    page_size: size,
+    page_sizes(
+        |page_size| {
+            let (mut c, admin) = (c.clone(), admin.clone());
+            async move {
+                let req = pb::ListUsersRequest {
+                    page_size,
                     page_token: String::new(),
-                },
-                &admin,
-            ))
-            .await;
-        invalid(r, &["page_size"]);
-    }
-    let page = c
-        .list_users(bearer(
-            pb::ListUsersRequest {
-                page_size: i32::MAX,
-                page_token: String::new(),
-            },
-            &admin,
-        ))
-        .await
-        .expect("the largest page size is clamped")
-        .into_inner();
-    assert_eq!(page.users.len(), 4);
+                };
+                c.list_users(bearer(req, &admin))
+                    .await
+                    .map(|r| r.into_inner().users.len())
+            }
+        },
+        4,
+    )
+    .await;
 
     // Page tokens: garbage, NUL, overlong, and well-formed tokens for this
     // listing whose cursor is hostile (the token format is public knowledge:
     // base64url of "users.v1\n<time>/<id>").
-    let forged = |cursor: &str| emporium_common::paging::encode_token("users.v1", cursor);
-    for token in [
-        "\0".to_owned(),
-        "!!!".to_owned(),
-        "t".repeat(1 << 20),
-        forged("garbage"),
-        forged(&format!("{}/{me}", i64::MIN)),
-        forged("1/\0"),
-        forged(&format!("1/{me}\0")),
-        forged("1/\u{202E}🦀"),
-    ] {
+    let (oldest, nul) = (format!("{}/{me}", i64::MIN), format!("1/{me}\0"));
+    let mut tokens = hostile::page_tokens(
+        "users.v1",
+        &["garbage", &oldest, "1/\0", &nul, "1/\u{202E}🦀"],
+    );
+    tokens.push("!!!".to_owned());
+    for token in tokens {
         let r = c
             .list_users(bearer(
                 pb::ListUsersRequest {
