@@ -344,6 +344,52 @@ macro_rules! backend_tests {
     };
 }
 
+/// What the gRPC health service of `channel`'s server says of `service` (`""`
+/// is the server as a whole).
+pub async fn health_status(
+    channel: Channel,
+    service: &str,
+) -> Result<
+    emporium_common::rpc::health::health_check_response::ServingStatus,
+    emporium_common::rpc::Status,
+> {
+    use emporium_common::rpc::health::{HealthCheckRequest, health_client::HealthClient};
+    HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .map(|r| r.into_inner().status())
+}
+
+/// The services `channel`'s server lists through reflection, sorted.
+pub async fn reflected_services(channel: Channel) -> Vec<String> {
+    use emporium_common::rpc::reflection::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter([req]))
+        .await
+        .expect("reflection answers")
+        .into_inner();
+    let r = responses
+        .message()
+        .await
+        .expect("a reflection response")
+        .expect("one response");
+    let Some(MessageResponse::ListServicesResponse(list)) = r.message_response else {
+        panic!("{r:?}")
+    };
+    let mut names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    names
+}
+
 /// A plain HTTP/1.1 GET against an admin port: `(status, body)`.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
