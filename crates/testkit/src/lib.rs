@@ -24,12 +24,15 @@ pub mod hostile;
 pub mod invariants;
 pub mod otel;
 pub mod postgres;
+pub mod probe;
 pub mod process;
 pub mod prometheus;
 pub mod raw;
 pub mod stack;
+pub mod status;
+pub mod wait;
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::net::SocketAddr;
 
 use emporium_common::{
     config::{AuthConfig, BaseConfig, DatabaseConfig, Secret, ServerConfig},
@@ -270,43 +273,13 @@ pub async fn spawn_user(db: TestDb, tweak: impl FnOnce(&mut emporium_user::Confi
     .await
 }
 
+pub use probe::{health_status, http_get, reflected_services};
 pub use stack::{
     Stack, peers, saga_config, spawn_inventory, spawn_order, spawn_payment,
     spawn_payment_with_processor,
 };
-
-/// Calls `poll` every 20 ms until it returns `Some`, and returns that; panics
-/// when `timeout` passes first. For waiting on something that happens in the
-/// background (a saga settling, a process exiting, a span arriving): it asks
-/// for the condition itself, so a slow machine waits longer instead of racing.
-pub async fn eventually<T, F, Fut>(timeout: Duration, poll: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    match poll_until(timeout, poll).await {
-        Some(done) => done,
-        None => panic!("eventually: the condition still did not hold after {timeout:?}"),
-    }
-}
-
-/// [`eventually`] for callers with a better message: `None` at the timeout.
-pub async fn poll_until<T, F, Fut>(timeout: Duration, mut poll: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(done) = poll().await {
-            return Some(done);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+pub use status::{LEAK_MARKERS, assert_no_leak, invalid, refused, scan, violated_fields};
+pub use wait::{eventually, poll_until};
 
 /// Wraps `msg` in a request carrying `authorization: Bearer <token>`.
 pub fn bearer<T>(msg: T, token: &str) -> Request<T> {
@@ -342,121 +315,4 @@ macro_rules! backend_tests {
             )*
         }
     };
-}
-
-/// What the gRPC health service of `channel`'s server says of `service` (`""`
-/// is the server as a whole).
-pub async fn health_status(
-    channel: Channel,
-    service: &str,
-) -> Result<
-    emporium_common::rpc::health::health_check_response::ServingStatus,
-    emporium_common::rpc::Status,
-> {
-    use emporium_common::rpc::health::{HealthCheckRequest, health_client::HealthClient};
-    HealthClient::new(channel)
-        .check(HealthCheckRequest {
-            service: service.into(),
-        })
-        .await
-        .map(|r| r.into_inner().status())
-}
-
-/// The services `channel`'s server lists through reflection, sorted.
-pub async fn reflected_services(channel: Channel) -> Vec<String> {
-    use emporium_common::rpc::reflection::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-    };
-    let req = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = ServerReflectionClient::new(channel)
-        .server_reflection_info(tokio_stream::iter([req]))
-        .await
-        .expect("reflection answers")
-        .into_inner();
-    let r = responses
-        .message()
-        .await
-        .expect("a reflection response")
-        .expect("one response");
-    let Some(MessageResponse::ListServicesResponse(list)) = r.message_response else {
-        panic!("{r:?}")
-    };
-    let mut names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
-    names.sort();
-    names
-}
-
-/// A plain HTTP/1.1 GET against an admin port: `(status, body)`.
-pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect admin port");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream
-        .write_all(req.as_bytes())
-        .await
-        .expect("write request");
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.expect("read response");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("HTTP status line");
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
-pub use emporium_common::testing::LEAK_MARKERS;
-
-/// Fails the test when `message` (a status message, or any text a service
-/// shows a client) contains one of the [`LEAK_MARKERS`].
-#[track_caller]
-pub fn assert_no_leak(message: &str) {
-    if let Some(marker) = emporium_common::testing::leak_in(message) {
-        panic!("message leaks internals ({marker:?}): {message:?}");
-    }
-}
-
-/// The fields named by a status's `google.rpc.BadRequest` detail, in order.
-pub fn violated_fields(s: &emporium_common::rpc::Status) -> Vec<String> {
-    use emporium_common::rpc::StatusExt as _;
-    s.get_details_bad_request()
-        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
-        .unwrap_or_default()
-}
-
-/// Fails when a status, its message or its details leak internals.
-#[track_caller]
-pub fn scan(s: &emporium_common::rpc::Status) {
-    assert_no_leak(s.message());
-    assert_no_leak(&String::from_utf8_lossy(s.details()));
-}
-
-/// Asserts the error code, scans the status, and returns it.
-#[track_caller]
-pub fn refused<T: std::fmt::Debug>(
-    r: Result<T, emporium_common::rpc::Status>,
-    code: emporium_common::rpc::Code,
-) -> emporium_common::rpc::Status {
-    let s = r.expect_err("expected an error status");
-    assert_eq!(s.code(), code, "{s:?}");
-    scan(&s);
-    s
-}
-
-/// Asserts INVALID_ARGUMENT with a BadRequest naming exactly `fields`.
-#[track_caller]
-pub fn invalid<T: std::fmt::Debug>(r: Result<T, emporium_common::rpc::Status>, fields: &[&str]) {
-    let s = refused(r, emporium_common::rpc::Code::InvalidArgument);
-    assert_eq!(violated_fields(&s), fields, "{s:?}");
 }
