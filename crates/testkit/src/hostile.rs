@@ -231,3 +231,15 @@ where
         scan(&st);
     }
 }
+
+/// [`page_sizes`], then [`page_tokens_are_refused`] for `tokens` asked with a
+/// page size of `page_size`: `list(page_size, page_token)` asks for a page
+/// and returns how many items it holds.
+pub async fn paging<F, Fut>(mut list: F, items: usize, tokens: Vec<String>, page_size: i32)
+where
+    F: FnMut(i32, String) -> Fut,
+    Fut: Future<Output = Result<usize, Status>>,
+{
+    page_sizes(|size| list(size, String::new()), items).await;
+    page_tokens_are_refused(tokens, |token| list(page_size, token)).await;
+}

@@ -8,8 +8,8 @@ use emporium_common::rpc::Code;
 use emporium_testkit::{
     TestDb, admin_token, assert_no_leak, backend_tests, bearer,
     hostile::{
-        self, EXPECTED, LIMIT, MalformedAs, bad_keys, garbage, page_sizes, page_tokens,
-        page_tokens_are_refused, proptest_config, refuse_malformed_each,
+        self, EXPECTED, LIMIT, MalformedAs, bad_keys, garbage, page_tokens, paging,
+        proptest_config, refuse_malformed_each,
     },
     invalid, order_service_token,
     raw::{frame, framed, raw},
@@ -536,36 +536,20 @@ async fn hostile_values_are_refused_field_by_field(db: TestDb) {
     }
 
     // ListProducts: sizes and tokens (a cursor is a SKU, checked as one).
-    page_sizes(
-        |page_size| {
-            let (mut c, admin) = (c.clone(), admin.clone());
-            async move {
-                let req = pb::ListProductsRequest {
-                    page_size,
-                    page_token: String::new(),
-                };
-                c.list_products(bearer(req, &admin))
-                    .await
-                    .map(|r| r.into_inner().products.len())
-            }
-        },
-        2,
-    )
-    .await;
     let tokens = page_tokens("products.v1", &["\0", "mug", "MUG\0", "🦀"]);
-    page_tokens_are_refused(tokens, |page_token| {
+    let list = |page_size, page_token| {
         let (mut c, admin) = (c.clone(), admin.clone());
         async move {
             let req = pb::ListProductsRequest {
-                page_size: 1,
+                page_size,
                 page_token,
             };
             c.list_products(bearer(req, &admin))
                 .await
                 .map(|r| r.into_inner().products.len())
         }
-    })
-    .await;
+    };
+    paging(list, 2, tokens, 1).await;
 
     // Nothing of it changed any stock, and the service answers normally.
     app.untouched("MUG", 10).await;

@@ -8,8 +8,8 @@ use emporium_common::rpc::Code;
 use emporium_testkit::{
     Stack, TestDb, admin_token, assert_no_leak, backend_tests, bearer,
     hostile::{
-        EXPECTED, LIMIT, Malformed, bad_ids, bad_keys, garbage, id, page_sizes, page_tokens,
-        page_tokens_are_refused, proptest_config, refuse_malformed, text,
+        EXPECTED, LIMIT, Malformed, bad_ids, bad_keys, garbage, id, page_tokens, paging,
+        proptest_config, refuse_malformed, text,
     },
     invalid,
     raw::{frame, framed, raw},
@@ -427,47 +427,31 @@ async fn hostile_values_are_refused_field_by_field(db: TestDb) {
         invalid(r, &["status"]);
     }
     // The largest page is read as an admin, the refusals as the customer.
-    page_sizes(
-        |page_size| {
-            let mut c = c.clone();
-            let as_who = if page_size == i32::MAX {
-                &admin
-            } else {
-                &token
-            }
-            .clone();
-            async move {
-                let req = pb::ListOrdersRequest {
-                    page_size,
-                    ..Default::default()
-                };
-                c.list_orders(bearer(req, &as_who))
-                    .await
-                    .map(|r| r.into_inner().orders.len())
-            }
-        },
-        2,
-    )
-    .await;
     let hostile_cursor = format!("{}/{}\0", i64::MAX, confirmed.id);
     let tokens = page_tokens(
         "orders.v1",
         &["garbage", "1/\0", &hostile_cursor, "1/\u{202E}🦀"],
     );
-    page_tokens_are_refused(tokens, |page_token| {
-        let (mut c, token) = (c.clone(), token.clone());
+    let list = |page_size, page_token| {
+        let mut c = c.clone();
+        let as_who = if page_size == i32::MAX {
+            &admin
+        } else {
+            &token
+        }
+        .clone();
         async move {
             let req = pb::ListOrdersRequest {
-                page_size: 10,
+                page_size,
                 page_token,
                 ..Default::default()
             };
-            c.list_orders(bearer(req, &token))
+            c.list_orders(bearer(req, &as_who))
                 .await
                 .map(|r| r.into_inner().orders.len())
         }
-    })
-    .await;
+    };
+    paging(list, 2, tokens, 10).await;
 
     // Only the valid orders ran their sagas; every invariant holds.
     s.settled(0, 2).await;

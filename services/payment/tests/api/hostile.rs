@@ -7,8 +7,8 @@ use emporium_common::rpc::Code;
 use emporium_testkit::{
     TestDb, admin_token, backend_tests, bearer,
     hostile::{
-        EXPECTED, LIMIT, Malformed, bad_ids, bad_keys, garbage, id, page_sizes, page_tokens,
-        page_tokens_are_refused, proptest_config, refuse_malformed, text,
+        EXPECTED, LIMIT, Malformed, bad_ids, bad_keys, garbage, id, page_tokens, paging,
+        proptest_config, refuse_malformed, text,
     },
     invalid, order_service_token,
     raw::{frame, framed},
@@ -428,32 +428,16 @@ async fn hostile_values_are_refused_field_by_field(db: TestDb) {
             &["order_id"],
         );
     }
-    page_sizes(
-        |page_size| {
-            let (mut c, admin) = (c.clone(), admin.clone());
-            async move {
-                let req = pb::ListPaymentsRequest {
-                    page_size,
-                    ..Default::default()
-                };
-                c.list_payments(bearer(req, &admin))
-                    .await
-                    .map(|r| r.into_inner().payments.len())
-            }
-        },
-        2,
-    )
-    .await;
     let hostile_cursor = format!("{}/{}\0", i64::MAX, paid.id);
     let tokens = page_tokens(
         "payments.v1 user= order=",
         &["garbage", "1/\0", &hostile_cursor, "1/\u{202E}🦀"],
     );
-    page_tokens_are_refused(tokens, |page_token| {
+    let list = |page_size, page_token| {
         let (mut c, admin) = (c.clone(), admin.clone());
         async move {
             let req = pb::ListPaymentsRequest {
-                page_size: 10,
+                page_size,
                 page_token,
                 ..Default::default()
             };
@@ -461,8 +445,8 @@ async fn hostile_values_are_refused_field_by_field(db: TestDb) {
                 .await
                 .map(|r| r.into_inner().payments.len())
         }
-    })
-    .await;
+    };
+    paging(list, 2, tokens, 10).await;
 
     // No money moved but the valid calls', every invariant holds, and the
     // service answers normally.
