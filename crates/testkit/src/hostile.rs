@@ -10,7 +10,11 @@ use emporium_common::rpc::{Channel, Code, Status};
 use proptest::{prelude::*, test_runner::RngSeed};
 use uuid::Uuid;
 
-use crate::{invalid, raw::raw, scan, violated_fields};
+use crate::{
+    invalid,
+    raw::{frame, framed, raw},
+    scan, violated_fields,
+};
 
 /// The server's receive limit (`server.max_message_bytes`, default 4 MiB).
 pub const LIMIT: usize = 4 * 1024 * 1024;
@@ -242,4 +246,55 @@ where
 {
     page_sizes(|size| list(size, String::new()), items).await;
     page_tokens_are_refused(tokens, |token| list(page_size, token)).await;
+}
+
+/// `n` bytes of [`garbage`] from `seed`, honestly framed.
+pub fn random_garbage(what: &'static str, method: &'static str, n: usize, seed: u64) -> Malformed {
+    (what, method, framed(&garbage(n, seed)), Code::Internal)
+}
+
+/// A frame whose length prefix claims `claimed` bytes but carries `message`,
+/// which is shorter.
+pub fn short_frame(method: &'static str, claimed: u32, message: &[u8]) -> Malformed {
+    (
+        "frame shorter than its length prefix",
+        method,
+        frame(0, claimed, message),
+        Code::Internal,
+    )
+}
+
+/// An empty frame flagged as compressed, with no `grpc-encoding` header.
+pub fn compressed_without_encoding(method: &'static str) -> Malformed {
+    (
+        "compressed flag without grpc-encoding",
+        method,
+        frame(1, 0, &[]),
+        Code::Internal,
+    )
+}
+
+/// An empty frame with a compression `flag` that does not exist.
+pub fn unknown_compression(method: &'static str, flag: u8) -> Malformed {
+    (
+        "unknown compression flag",
+        method,
+        frame(flag, 0, &[]),
+        Code::Internal,
+    )
+}
+
+/// A length prefix announcing 4 GiB: refused from the 5 header bytes alone.
+pub fn four_gib_prefix(method: &'static str) -> Malformed {
+    (
+        "length prefix of 4 GiB",
+        method,
+        frame(0, u32::MAX, &[]),
+        Code::OutOfRange,
+    )
+}
+
+/// A [`Malformed`] case sent with `token`.
+pub fn with_token(token: Option<&str>, (what, method, body, code): Malformed) -> MalformedAs<'_> {
+    (what, method, token, body, code)
 }

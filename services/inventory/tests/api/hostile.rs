@@ -8,8 +8,9 @@ use emporium_common::rpc::Code;
 use emporium_testkit::{
     TestDb, admin_token, assert_no_leak, backend_tests, bearer,
     hostile::{
-        self, EXPECTED, LIMIT, MalformedAs, bad_keys, garbage, page_tokens, paging,
-        proptest_config, refuse_malformed_each,
+        self, EXPECTED, LIMIT, MalformedAs, bad_keys, compressed_without_encoding, four_gib_prefix,
+        garbage, page_tokens, paging, proptest_config, random_garbage, refuse_malformed_each,
+        short_frame, with_token,
     },
     invalid, order_service_token,
     raw::{frame, framed, raw},
@@ -145,34 +146,13 @@ async fn malformed_bytes_get_a_grpc_error_and_the_connection_keeps_working() {
             framed(&delta_fixed),
             Code::Internal,
         ),
-        (
-            "random garbage",
-            "CreateProduct",
+        with_token(
             Some(&admin),
-            framed(&garbage(4096, 0x5eed)),
-            Code::Internal,
+            random_garbage("random garbage", "CreateProduct", 4096, 0x5eed),
         ),
-        (
-            "frame shorter than its length prefix",
-            "GetProduct",
-            Some(&admin),
-            frame(0, 64, &message),
-            Code::Internal,
-        ),
-        (
-            "compressed flag without grpc-encoding",
-            "GetProduct",
-            Some(&admin),
-            frame(1, 0, &[]),
-            Code::Internal,
-        ),
-        (
-            "length prefix of 4 GiB",
-            "ReserveStock",
-            Some(&order),
-            frame(0, u32::MAX, &[]),
-            Code::OutOfRange,
-        ),
+        with_token(Some(&admin), short_frame("GetProduct", 64, &message)),
+        with_token(Some(&admin), compressed_without_encoding("GetProduct")),
+        with_token(Some(&order), four_gib_prefix("ReserveStock")),
     ];
     refuse_malformed_each(&channel, path, cases, |what| {
         let (mut client, admin) = (client.clone(), admin.clone());

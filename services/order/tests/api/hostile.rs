@@ -8,11 +8,12 @@ use emporium_common::rpc::Code;
 use emporium_testkit::{
     Stack, TestDb, admin_token, assert_no_leak, backend_tests, bearer,
     hostile::{
-        EXPECTED, LIMIT, Malformed, bad_ids, bad_keys, garbage, id, page_tokens, paging,
-        proptest_config, refuse_malformed, text,
+        EXPECTED, LIMIT, Malformed, bad_ids, bad_keys, compressed_without_encoding,
+        four_gib_prefix, id, page_tokens, paging, proptest_config, random_garbage,
+        refuse_malformed, short_frame, text,
     },
     invalid,
-    raw::{frame, framed, raw},
+    raw::{framed, raw},
     refused, scan, violated_fields,
 };
 use pb::order_service_client::OrderServiceClient;
@@ -122,36 +123,16 @@ async fn malformed_bytes_get_a_grpc_error_and_the_connection_keeps_working() {
             framed(&truncated),
             Code::Internal,
         ),
-        (
+        random_garbage(
             "random garbage, server streaming",
             "WatchOrderUpdates",
-            framed(&garbage(2048, 0x5eed)),
-            Code::Internal,
+            2048,
+            0x5eed,
         ),
-        (
-            "random garbage",
-            "CreateOrder",
-            framed(&garbage(2048, 0xbad)),
-            Code::Internal,
-        ),
-        (
-            "frame shorter than its length prefix",
-            "GetOrder",
-            frame(0, 64, &message),
-            Code::Internal,
-        ),
-        (
-            "compressed flag without grpc-encoding",
-            "CancelOrder",
-            frame(1, 0, &[]),
-            Code::Internal,
-        ),
-        (
-            "length prefix of 4 GiB",
-            "CreateOrder",
-            frame(0, u32::MAX, &[]),
-            Code::OutOfRange,
-        ),
+        random_garbage("random garbage", "CreateOrder", 2048, 0xbad),
+        short_frame("GetOrder", 64, &message),
+        compressed_without_encoding("CancelOrder"),
+        four_gib_prefix("CreateOrder"),
     ];
     refuse_malformed(&channel, path, Some(&token), cases, |what| {
         let (mut client, token, id) = (client.clone(), token.clone(), placed.id.clone());

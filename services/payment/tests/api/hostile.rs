@@ -7,11 +7,11 @@ use emporium_common::rpc::Code;
 use emporium_testkit::{
     TestDb, admin_token, backend_tests, bearer,
     hostile::{
-        EXPECTED, LIMIT, Malformed, bad_ids, bad_keys, garbage, id, page_tokens, paging,
-        proptest_config, refuse_malformed, text,
+        EXPECTED, LIMIT, Malformed, bad_ids, bad_keys, four_gib_prefix, id, page_tokens, paging,
+        proptest_config, random_garbage, refuse_malformed, short_frame, text, unknown_compression,
     },
     invalid, order_service_token,
-    raw::{frame, framed},
+    raw::framed,
     refused, scan,
 };
 use pb::payment_service_client::PaymentServiceClient;
@@ -121,30 +121,10 @@ async fn malformed_bytes_get_a_grpc_error_and_the_connection_keeps_working() {
             framed(&truncated),
             Code::Internal,
         ),
-        (
-            "random garbage",
-            "Charge",
-            framed(&garbage(1024, 0x5eed)),
-            Code::Internal,
-        ),
-        (
-            "frame shorter than its length prefix",
-            "GetPayment",
-            frame(0, 64, &message),
-            Code::Internal,
-        ),
-        (
-            "unknown compression flag",
-            "Refund",
-            frame(2, 0, &[]),
-            Code::Internal,
-        ),
-        (
-            "length prefix of 4 GiB",
-            "Charge",
-            frame(0, u32::MAX, &[]),
-            Code::OutOfRange,
-        ),
+        random_garbage("random garbage", "Charge", 1024, 0x5eed),
+        short_frame("GetPayment", 64, &message),
+        unknown_compression("Refund", 2),
+        four_gib_prefix("Charge"),
     ];
     refuse_malformed(
         &channel,

@@ -7,10 +7,11 @@ use emporium_common::rpc::Code;
 use emporium_testkit::{
     TestDb, admin_token, assert_no_leak, backend_tests, bearer,
     hostile::{
-        self, EXPECTED, LIMIT, Malformed, garbage, page_sizes, proptest_config, refuse_malformed,
+        self, EXPECTED, LIMIT, Malformed, compressed_without_encoding, four_gib_prefix, page_sizes,
+        proptest_config, random_garbage, refuse_malformed, short_frame, unknown_compression,
     },
     invalid,
-    raw::{frame, framed, raw},
+    raw::{framed, raw},
     refused, scan,
 };
 use pb::user_service_client::UserServiceClient;
@@ -179,18 +180,8 @@ async fn malformed_bytes_get_a_grpc_error_and_the_connection_keeps_working() {
             framed(&roles_garbage),
             Code::Internal,
         ),
-        (
-            "random garbage",
-            UPDATE_USER,
-            framed(&garbage(512, 0x5eed)),
-            Code::Internal,
-        ),
-        (
-            "frame shorter than its length prefix",
-            CREATE_USER,
-            frame(0, 1000, &message),
-            Code::Internal,
-        ),
+        random_garbage("random garbage", UPDATE_USER, 512, 0x5eed),
+        short_frame(CREATE_USER, 1000, &message),
         (
             "half a frame header",
             CREATE_USER,
@@ -198,25 +189,10 @@ async fn malformed_bytes_get_a_grpc_error_and_the_connection_keeps_working() {
             Code::Internal,
         ),
         ("no message at all", CREATE_USER, Vec::new(), Code::Internal),
-        (
-            "compressed flag without grpc-encoding",
-            CREATE_USER,
-            frame(1, 0, &[]),
-            Code::Internal,
-        ),
-        (
-            "unknown compression flag",
-            CREATE_USER,
-            frame(7, 0, &[]),
-            Code::Internal,
-        ),
+        compressed_without_encoding(CREATE_USER),
+        unknown_compression(CREATE_USER, 7),
         // A prefix announcing 4 GiB is refused from the 5 header bytes alone.
-        (
-            "length prefix of 4 GiB",
-            CREATE_USER,
-            frame(0, u32::MAX, &[]),
-            Code::OutOfRange,
-        ),
+        four_gib_prefix(CREATE_USER),
     ];
     refuse_malformed(&channel, str::to_owned, Some(&admin), cases, |what| {
         let (mut client, admin, me) = (client.clone(), admin.clone(), me.clone());
