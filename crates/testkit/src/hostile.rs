@@ -7,7 +7,10 @@
 use std::future::Future;
 
 use emporium_common::rpc::{Channel, Code, Status};
-use proptest::{prelude::*, test_runner::RngSeed};
+use proptest::{
+    prelude::*,
+    test_runner::{RngSeed, TestCaseError},
+};
 use uuid::Uuid;
 
 use crate::{
@@ -297,4 +300,25 @@ pub fn four_gib_prefix(method: &'static str) -> Malformed {
 /// A [`Malformed`] case sent with `token`.
 pub fn with_token(token: Option<&str>, (what, method, body, code): Malformed) -> MalformedAs<'_> {
     (what, method, token, body, code)
+}
+
+/// The runtime a generated-requests property drives its calls on (proptest's
+/// cases are synchronous): multi-thread, two workers.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a test runtime")
+}
+
+/// A generated request's refusal: one of the [`EXPECTED`] codes (or `also`,
+/// where a service documents one more), leaking nothing.
+pub fn expected_refusal(st: &Status, also: Option<Code>) -> Result<(), TestCaseError> {
+    prop_assert!(
+        EXPECTED.contains(&st.code()) || Some(st.code()) == also,
+        "unexpected status {st:?}"
+    );
+    scan(st);
+    Ok(())
 }

@@ -61,7 +61,8 @@ impl Process {
     }
 
     /// Starts `cmd` (best made with [`command`]) and waits until it logs that
-    /// it listens; panics when it exits first.
+    /// it listens; panics when it exits first. Its stdout is kept (see
+    /// [`Self::logs`]); its stderr is discarded.
     pub fn start(mut cmd: Command) -> Self {
         let program = cmd.get_program().to_owned();
         let binary = Path::new(&program)
