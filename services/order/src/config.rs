@@ -61,8 +61,9 @@ pub struct SagaConfig {
     /// `emporium-testkit` does, and the testkit is a dev-dependency, so cargo
     /// turns it on for `cargo test` alone. A `cargo build --release` (and the
     /// container images built with it) compiles neither this field nor the
-    /// abort it triggers; there, `--print-config` shows no `saga.crash_after`
-    /// and `EMPORIUM_SAGA__CRASH_AFTER` has nothing to set.
+    /// abort it triggers; there, `--print-config` shows no `saga.crash_after`,
+    /// and `EMPORIUM_SAGA__CRASH_AFTER` is ignored with the warning every
+    /// unknown setting gets ("this service has no such setting").
     #[cfg(feature = "testing")]
     pub crash_after: Option<String>,
 }
