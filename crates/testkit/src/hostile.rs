@@ -1,8 +1,8 @@
 //! What every service's hostile-input tests share: the hostile values (bad
-//! ids, bad idempotency keys, garbage bytes), the proptest strategies for
-//! generated requests and their config, the codes a hostile request may get,
-//! the runner for malformed raw frames, and the paging checks. Each service's `hostile.rs` keeps
-//! only its own cases.
+//! ids, bad idempotency keys, garbage bytes), the framing cases and the runner
+//! for malformed raw requests, the paging checks, and for generated requests
+//! the proptest strategies, config, runtime and the codes a refusal may have.
+//! Each service's `hostile.rs` keeps only its own cases.
 
 use std::future::Future;
 
