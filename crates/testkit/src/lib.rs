@@ -3,19 +3,34 @@
 //! - [`TestDb`]: a fresh database per test — a temp SQLite file, or a database
 //!   in a throwaway PostgreSQL cluster ([`postgres::PgCluster`]) that the harness
 //!   starts itself from the PostgreSQL binaries.
-//! - [`spawn_user`]: the user service in-process on `127.0.0.1:0` (bound before
-//!   it serves, so no port guessing and no sleeps), stopped on drop.
+//! - [`spawn_user`], [`spawn_inventory`], [`spawn_payment`], [`spawn_order`]:
+//!   one service in-process on `127.0.0.1:0` (bound before it serves, so no
+//!   port guessing and no sleeps), stopped on drop; [`Stack`]: all four, wired
+//!   together, with an admin and a customer; [`invariants`]: the platform's
+//!   invariants read from each service's own database.
+//! - [`process`]: a service binary as a real process (SIGTERM, kill, logs).
+//! - [`eventually`]: polls for a condition, bounded, instead of sleeping.
 //! - [`backend_tests!`]: declares each test once per backend.
+//! - [`hostile`]: the shared pieces of the hostile-input tests (bad ids and
+//!   keys, garbage, proptest strategies and config, the expected codes);
+//!   [`raw`]: hand-made gRPC frames.
 //! - [`otel`]: every span of the process in memory, with the JSON log lines,
 //!   for trace tests; [`prometheus`]: `/metrics` parsed for metric tests.
 //!
 //! When PostgreSQL binaries are missing, PostgreSQL tests print a loud SKIPPED
 //! banner and return; with `EMPORIUM_REQUIRE_POSTGRES=1` (CI) they fail instead.
 
+pub mod hostile;
+pub mod invariants;
 pub mod otel;
 pub mod postgres;
+pub mod probe;
+pub mod process;
 pub mod prometheus;
 pub mod raw;
+pub mod stack;
+pub mod status;
+pub mod wait;
 
 use std::net::SocketAddr;
 
@@ -104,6 +119,29 @@ pub fn auth_config() -> AuthConfig {
 /// Issues tokens that the spawned services accept.
 pub fn tokens() -> emporium_common::auth::Tokens {
     emporium_common::auth::Tokens::new(&auth_config()).expect("test keys are valid")
+}
+
+/// A token of a new user who is a customer and an admin.
+pub fn admin_token() -> String {
+    tokens()
+        .issue(
+            uuid::Uuid::now_v7(),
+            &[
+                emporium_common::auth::Role::Customer,
+                emporium_common::auth::Role::Admin,
+            ],
+        )
+        .expect("test keys sign")
+        .token
+}
+
+/// A service token of the order service acting for customer `user`: the only
+/// caller the reservation, charge and refund RPCs accept.
+pub fn order_service_token(user: uuid::Uuid) -> String {
+    tokens()
+        .issue_service("order", user, &[emporium_common::auth::Role::Customer])
+        .expect("test keys sign service tokens")
+        .token
 }
 
 /// Server settings for tests: ephemeral ports, no drain delay.
@@ -235,6 +273,14 @@ pub async fn spawn_user(db: TestDb, tweak: impl FnOnce(&mut emporium_user::Confi
     .await
 }
 
+pub use probe::{health_status, http_get, reflected_services};
+pub use stack::{
+    Stack, peers, saga_config, spawn_inventory, spawn_order, spawn_payment,
+    spawn_payment_with_processor,
+};
+pub use status::{LEAK_MARKERS, assert_no_leak, invalid, refused, scan, violated_fields};
+pub use wait::{eventually, poll_until};
+
 /// Wraps `msg` in a request carrying `authorization: Bearer <token>`.
 pub fn bearer<T>(msg: T, token: &str) -> Request<T> {
     let mut req = Request::new(msg);
@@ -269,75 +315,4 @@ macro_rules! backend_tests {
             )*
         }
     };
-}
-
-/// A plain HTTP/1.1 GET against an admin port: `(status, body)`.
-pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect admin port");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream
-        .write_all(req.as_bytes())
-        .await
-        .expect("write request");
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.expect("read response");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("HTTP status line");
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
-pub use emporium_common::testing::LEAK_MARKERS;
-
-/// Fails the test when `message` (a status message, or any text a service
-/// shows a client) contains one of the [`LEAK_MARKERS`].
-#[track_caller]
-pub fn assert_no_leak(message: &str) {
-    if let Some(marker) = emporium_common::testing::leak_in(message) {
-        panic!("message leaks internals ({marker:?}): {message:?}");
-    }
-}
-
-/// The fields named by a status's `google.rpc.BadRequest` detail, in order.
-pub fn violated_fields(s: &emporium_common::rpc::Status) -> Vec<String> {
-    use emporium_common::rpc::StatusExt as _;
-    s.get_details_bad_request()
-        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
-        .unwrap_or_default()
-}
-
-/// Fails when a status, its message or its details leak internals.
-#[track_caller]
-pub fn scan(s: &emporium_common::rpc::Status) {
-    assert_no_leak(s.message());
-    assert_no_leak(&String::from_utf8_lossy(s.details()));
-}
-
-/// Asserts the error code, scans the status, and returns it.
-#[track_caller]
-pub fn refused<T: std::fmt::Debug>(
-    r: Result<T, emporium_common::rpc::Status>,
-    code: emporium_common::rpc::Code,
-) -> emporium_common::rpc::Status {
-    let s = r.expect_err("expected an error status");
-    assert_eq!(s.code(), code, "{s:?}");
-    scan(&s);
-    s
-}
-
-/// Asserts INVALID_ARGUMENT with a BadRequest naming exactly `fields`.
-#[track_caller]
-pub fn invalid<T: std::fmt::Debug>(r: Result<T, emporium_common::rpc::Status>, fields: &[&str]) {
-    let s = refused(r, emporium_common::rpc::Code::InvalidArgument);
-    assert_eq!(violated_fields(&s), fields, "{s:?}");
 }

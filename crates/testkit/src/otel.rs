@@ -8,7 +8,7 @@ use std::{
     collections::HashMap,
     fmt::Write as _,
     sync::{Arc, Mutex, OnceLock},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use emporium_common::{
@@ -101,34 +101,32 @@ impl Captured {
         timeout: Duration,
         done: impl Fn(&[SpanData]) -> bool,
     ) -> Vec<SpanData> {
-        let until = Instant::now() + timeout;
-        loop {
+        let done = crate::poll_until(timeout, || {
             let spans = self.trace(trace_id);
-            if done(&spans) {
-                return spans;
-            }
-            if Instant::now() >= until {
-                let others: Vec<_> = self
-                    .all()
-                    .iter()
-                    .filter(|s| s.span_context.trace_id() != trace_id)
-                    .map(|s| {
-                        format!(
-                            "{} {} {} parent={}",
-                            s.span_context.trace_id(),
-                            s.span_context.span_id(),
-                            s.name,
-                            s.parent_span_id
-                        )
-                    })
-                    .collect();
-                panic!(
-                    "trace {trace_id} incomplete after {timeout:?}:\n{}\nspans of other traces: {others:#?}",
-                    render_tree(&spans)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            std::future::ready(done(&spans).then_some(spans))
+        })
+        .await;
+        if let Some(spans) = done {
+            return spans;
         }
+        let others: Vec<_> = self
+            .all()
+            .iter()
+            .filter(|s| s.span_context.trace_id() != trace_id)
+            .map(|s| {
+                format!(
+                    "{} {} {} parent={}",
+                    s.span_context.trace_id(),
+                    s.span_context.span_id(),
+                    s.name,
+                    s.parent_span_id
+                )
+            })
+            .collect();
+        panic!(
+            "trace {trace_id} incomplete after {timeout:?}:\n{}\nspans of other traces: {others:#?}",
+            render_tree(&self.trace(trace_id))
+        );
     }
 }
 

@@ -55,7 +55,16 @@ pub struct SagaConfig {
     pub create_wait_ms: u64,
     /// Testing aid: abort the process right after this step is recorded
     /// (`reserve`, `charge`, `commit`, `compensate`, `done`), to prove recovery.
-    /// Never set it in production.
+    ///
+    /// It exists only when the crate is built with the `testing` feature. No
+    /// package enables that feature in its `[dependencies]`: only
+    /// `emporium-testkit` does, and the testkit is a dev-dependency, so cargo
+    /// turns it on for `cargo test` alone. A `cargo build --release` (and the
+    /// container images built with it) compiles neither this field nor the
+    /// abort it triggers; there, `--print-config` shows no `saga.crash_after`,
+    /// and `EMPORIUM_SAGA__CRASH_AFTER` is ignored with the warning every
+    /// unknown setting gets ("this service has no such setting").
+    #[cfg(feature = "testing")]
     pub crash_after: Option<String>,
 }
 
@@ -67,6 +76,7 @@ impl Default for SagaConfig {
             lease_ms: 30_000,
             sweep_interval_ms: 5_000,
             create_wait_ms: 9_000,
+            #[cfg(feature = "testing")]
             crash_after: None,
         }
     }
@@ -120,6 +130,7 @@ impl Validate for Config {
                 "must be greater than saga.retry_budget_ms",
             ));
         }
+        #[cfg(feature = "testing")]
         if let Some(step) = &s.crash_after
             && crate::domain::Step::parse(step).is_none()
         {

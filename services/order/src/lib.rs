@@ -64,6 +64,7 @@ pub async fn serve_with_peers(
         retry_budget: Duration::from_millis(config.saga.retry_budget_ms),
         backoff: Duration::from_millis(config.saga.retry_backoff_ms),
         lease: Duration::from_millis(config.saga.lease_ms),
+        #[cfg(feature = "testing")]
         crash_after: config
             .saga
             .crash_after

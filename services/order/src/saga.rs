@@ -36,7 +36,9 @@ pub struct Timing {
     pub backoff: Duration,
     /// Lease length.
     pub lease: Duration,
-    /// Testing aid: abort the process right after this step is stored.
+    /// Testing aid: abort the process right after this step is stored (only
+    /// with the `testing` feature; see `config::SagaConfig::crash_after`).
+    #[cfg(feature = "testing")]
     pub crash_after: Option<Step>,
 }
 
@@ -508,6 +510,7 @@ impl Saga {
     async fn advance(&self, order: &mut Order, next: Step) -> Result<(), Error> {
         order.step = next;
         self.save(order).await?;
+        #[cfg(feature = "testing")]
         if self.timing.crash_after == Some(next) {
             tracing::error!(order_id = %order.id, step = %next, "crash_after failpoint: aborting");
             std::process::abort();

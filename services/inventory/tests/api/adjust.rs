@@ -4,7 +4,7 @@
 use emporium_common::rpc::Code;
 use emporium_testkit::{TestDb, backend_tests, bearer};
 
-use crate::{app, assert_code, counters, item, new_order, pb, preconditions, violated_fields};
+use crate::{app, counters, item, new_order, pb, preconditions, refused, violated_fields};
 
 backend_tests!(
     adjustments_receive_and_remove_stock,
@@ -103,7 +103,7 @@ async fn a_key_reused_for_another_request_is_refused(db: TestDb) {
         request(P::Sku("A".into()), 5, "another reason", "used"),
         request(P::Sku("B".into()), 5, "test", "used"),
     ] {
-        let s = assert_code(
+        let s = refused(
             app.client.adjust_stock(bearer(req, &admin)).await,
             Code::InvalidArgument,
         );
@@ -120,7 +120,7 @@ async fn stock_never_goes_below_zero_or_below_reserved(db: TestDb) {
         .await
         .unwrap();
 
-    let s = assert_code(
+    let s = refused(
         app.adjust("CUP", -3, "stock-take").await,
         Code::FailedPrecondition,
     );
@@ -132,7 +132,7 @@ async fn stock_never_goes_below_zero_or_below_reserved(db: TestDb) {
             "delta -3 on 5 on hand would leave 2, with 3 reserved".into()
         )]
     );
-    assert_code(
+    refused(
         app.adjust("CUP", -6, "other").await,
         Code::FailedPrecondition,
     );
@@ -151,7 +151,7 @@ async fn stock_never_goes_below_zero_or_below_reserved(db: TestDb) {
 async fn adjust_names_every_invalid_field(db: TestDb) {
     let mut app = app(db).await;
     let admin = app.admin.clone();
-    let s = assert_code(
+    let s = refused(
         app.client
             .adjust_stock(bearer(
                 pb::AdjustStockRequest {
@@ -169,7 +169,7 @@ async fn adjust_names_every_invalid_field(db: TestDb) {
         violated_fields(&s),
         ["product", "delta", "reason", "idempotency_key"]
     );
-    let s = assert_code(
+    let s = refused(
         app.client
             .adjust_stock(bearer(
                 request(
@@ -191,7 +191,7 @@ async fn adjust_names_every_invalid_field(db: TestDb) {
 
 async fn adjusting_an_unknown_product_is_not_found(db: TestDb) {
     let mut app = app(db).await;
-    let s = assert_code(app.adjust("GHOST", 5, "k").await, Code::NotFound);
+    let s = refused(app.adjust("GHOST", 5, "k").await, Code::NotFound);
     assert_eq!(s.message(), "product not found");
     // The key was not used: it works once the product exists.
     app.create("GHOST", 10).await;

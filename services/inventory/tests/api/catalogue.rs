@@ -3,7 +3,7 @@
 use emporium_common::rpc::{Code, Request};
 use emporium_testkit::{TestDb, backend_tests, bearer};
 
-use crate::{app, assert_code, eur, pb, pb_common, violated_fields};
+use crate::{app, eur, pb, pb_common, refused, violated_fields};
 
 backend_tests!(
     create_then_get_by_id_and_by_sku,
@@ -71,7 +71,7 @@ async fn create_then_get_by_id_and_by_sku(db: TestDb) {
 
 async fn create_names_every_invalid_field(db: TestDb) {
     let mut app = app(db).await;
-    let s = assert_code(
+    let s = refused(
         app.client
             .create_product(bearer(
                 pb::CreateProductRequest {
@@ -104,7 +104,7 @@ async fn create_names_every_invalid_field(db: TestDb) {
         "{s:?}"
     );
 
-    let s = assert_code(
+    let s = refused(
         app.client
             .create_product(bearer(
                 pb::CreateProductRequest {
@@ -127,7 +127,7 @@ async fn create_names_every_invalid_field(db: TestDb) {
 
 async fn prices_must_be_in_the_catalogue_currency(db: TestDb) {
     let mut app = app(db).await;
-    let s = assert_code(
+    let s = refused(
         app.client
             .create_product(bearer(
                 pb::CreateProductRequest {
@@ -151,7 +151,7 @@ async fn prices_must_be_in_the_catalogue_currency(db: TestDb) {
 async fn skus_are_unique(db: TestDb) {
     let mut app = app(db).await;
     let first = app.create("DUP", 100).await;
-    let s = assert_code(
+    let s = refused(
         app.client
             .create_product(bearer(
                 pb::CreateProductRequest {
@@ -179,14 +179,14 @@ async fn writes_are_admin_only_and_reads_need_a_token(db: TestDb) {
         description: String::new(),
         unit_price: eur(100),
     };
-    let s = assert_code(
+    let s = refused(
         app.client
             .create_product(bearer(create.clone(), &customer))
             .await,
         Code::PermissionDenied,
     );
     assert_eq!(s.message(), "only admins may change the catalogue or stock");
-    assert_code(
+    refused(
         app.client
             .adjust_stock(bearer(
                 pb::AdjustStockRequest {
@@ -206,14 +206,14 @@ async fn writes_are_admin_only_and_reads_need_a_token(db: TestDb) {
         quantity: 5,
         ..Default::default()
     }]);
-    assert_code(
+    refused(
         app.client.import_stock(bearer(rows, &customer)).await,
         Code::PermissionDenied,
     );
 
     // Reads are open to any signed-in user, but not to anonymous callers.
     assert_eq!(app.product("KEEP").await.stock_on_hand, 5);
-    assert_code(
+    refused(
         app.client
             .get_product(Request::new(pb::GetProductRequest {
                 product: Some(pb::get_product_request::Product::Sku("KEEP".into())),
@@ -221,13 +221,13 @@ async fn writes_are_admin_only_and_reads_need_a_token(db: TestDb) {
             .await,
         Code::Unauthenticated,
     );
-    assert_code(
+    refused(
         app.client
             .list_products(Request::new(pb::ListProductsRequest::default()))
             .await,
         Code::Unauthenticated,
     );
-    assert_code(
+    refused(
         app.client
             .reserve_stock(Request::new(pb::ReserveStockRequest {
                 order_id: crate::new_order(),
@@ -236,7 +236,7 @@ async fn writes_are_admin_only_and_reads_need_a_token(db: TestDb) {
             .await,
         Code::Unauthenticated,
     );
-    assert_code(
+    refused(
         app.client.create_product(Request::new(create)).await,
         Code::Unauthenticated,
     );
@@ -260,7 +260,7 @@ async fn get_validates_and_reports_not_found(db: TestDb) {
         (Some(P::Sku(String::new())), "sku"),
         (Some(P::Sku("lower".into())), "sku"),
     ] {
-        let s = assert_code(
+        let s = refused(
             app.client
                 .get_product(bearer(pb::GetProductRequest { product: which }, &customer))
                 .await,
@@ -272,7 +272,7 @@ async fn get_validates_and_reports_not_found(db: TestDb) {
         P::ProductId(uuid::Uuid::now_v7().to_string()),
         P::Sku("NO-SUCH".into()),
     ] {
-        let s = assert_code(
+        let s = refused(
             app.client
                 .get_product(bearer(
                     pb::GetProductRequest {

@@ -4,7 +4,7 @@
 use emporium_common::rpc::{Code, Status};
 use emporium_testkit::{TestDb, backend_tests, bearer};
 
-use crate::{App, app, assert_code, counters, eur, pb, pb_common, violated_fields};
+use crate::{App, app, counters, eur, pb, pb_common, refused, violated_fields};
 
 backend_tests!(
     good_rows_are_applied_and_bad_ones_reported,
@@ -194,7 +194,7 @@ async fn a_key_reused_for_other_rows_is_refused(db: TestDb) {
         ],
         vec![creating("ONE", 1, "Other name", eur(100)).into_keyed("same-key")],
     ] {
-        let s = assert_code(app.import(other).await, Code::InvalidArgument);
+        let s = refused(app.import(other).await, Code::InvalidArgument);
         assert_eq!(violated_fields(&s), ["idempotency_key"]);
     }
     assert_eq!(counters(&app.level("ONE").await), (1, 0, 1, 0));
@@ -223,7 +223,7 @@ async fn whole_call_errors_apply_nothing(db: TestDb) {
         ),
         (vec![row(&"k".repeat(129), "ITEM", 1)], "idempotency_key"),
     ] {
-        let s = assert_code(app.import(rows).await, Code::InvalidArgument);
+        let s = refused(app.import(rows).await, Code::InvalidArgument);
         assert_eq!(violated_fields(&s), [field]);
     }
     assert_eq!(counters(&app.level("ITEM").await), (0, 0, 0, 0));
@@ -240,7 +240,7 @@ async fn more_than_100000_rows_are_refused_before_anything_is_applied() {
     let rows: Vec<_> = (0..100_001)
         .map(|i| row(if i == 0 { "big" } else { "" }, "MANY", 1))
         .collect();
-    let s = assert_code(app.import(rows).await, Code::InvalidArgument);
+    let s = refused(app.import(rows).await, Code::InvalidArgument);
     assert_eq!(violated_fields(&s), ["rows"]);
     assert_eq!(counters(&app.level("MANY").await), (0, 0, 0, 0));
 }

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use emporium_common::rpc::Code;
 use emporium_testkit::{TestDb, backend_tests, bearer};
 
-use crate::{app, assert_code, pb, violated_fields};
+use crate::{app, pb, refused, violated_fields};
 
 backend_tests!(
     pages_cover_every_product_once_in_sku_byte_order,
@@ -107,7 +107,7 @@ async fn listing_validates_size_and_token(db: TestDb) {
             "page_token",
         ),
     ] {
-        let s = assert_code(
+        let s = refused(
             app.client.list_products(bearer(req, &customer)).await,
             Code::InvalidArgument,
         );

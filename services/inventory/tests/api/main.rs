@@ -15,11 +15,12 @@ mod store;
 use emporium_common::{
     auth::Role,
     config::DatabaseConfig,
-    rpc::{Channel, Code, Status, StatusExt as _},
+    rpc::{Channel, Status, StatusExt as _},
 };
-use emporium_inventory::{Config, StockLevel};
+use emporium_inventory::StockLevel;
 use emporium_proto::{common::v1 as pb_common, inventory::v1 as pb};
-use emporium_testkit::{Spawned, TestDb, base_config, bearer, tokens};
+use emporium_testkit::{Spawned, TestDb, bearer, order_service_token, spawn_inventory, tokens};
+pub(crate) use emporium_testkit::{refused, violated_fields};
 use pb::inventory_service_client::InventoryServiceClient;
 use uuid::Uuid;
 
@@ -37,27 +38,14 @@ pub(crate) struct App {
 
 pub(crate) async fn app(db: TestDb) -> App {
     let database = db.config();
-    let svc = emporium_testkit::spawn(db, |database, listeners, stop| {
-        emporium_inventory::serve(
-            Config {
-                base: base_config(database),
-                ..Config::default()
-            },
-            listeners,
-            stop,
-        )
-    })
-    .await;
+    let svc = spawn_inventory(db).await;
     let client = InventoryServiceClient::new(svc.channel().await);
     App {
         svc,
         client,
         admin: token(&[Role::Customer, Role::Admin]),
         customer: token(&[Role::Customer]),
-        order: tokens()
-            .issue_service("order", Uuid::now_v7(), &[Role::Customer])
-            .unwrap()
-            .token,
+        order: order_service_token(Uuid::now_v7()),
         database,
     }
 }
@@ -221,26 +209,6 @@ impl App {
 /// `(on_hand, reserved, received, sold)` of a level, for compact assertions.
 pub(crate) fn counters(l: &StockLevel) -> (i64, i64, i64, i64) {
     (l.on_hand, l.reserved, l.received, l.sold)
-}
-
-/// Asserts the code, and that the message leaks nothing internal.
-#[track_caller]
-pub(crate) fn assert_code<T: std::fmt::Debug>(r: Result<T, Status>, code: Code) -> Status {
-    let s = r.expect_err("expected an error status");
-    assert_eq!(s.code(), code, "{s:?}");
-    for leak in [
-        "SELECT", "INSERT", "UPDATE ", "sqlx", "panicked", "/src/", ".rs:",
-    ] {
-        assert!(!s.message().contains(leak), "status leaks internals: {s:?}");
-    }
-    s
-}
-
-/// The fields named by a status's BadRequest detail.
-pub(crate) fn violated_fields(s: &Status) -> Vec<String> {
-    s.get_details_bad_request()
-        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
-        .unwrap_or_default()
 }
 
 /// `(type, subject, description)` of a status's PreconditionFailure detail.

@@ -1,41 +1,32 @@
 //! The real binary as a real process: configuration errors, SIGTERM handling.
 
-use std::{
-    io::{BufRead as _, BufReader},
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::{process::Command, time::Duration};
 
-use emporium_common::rpc::{
-    Channel,
-    health::{
-        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-    },
+use emporium_common::rpc::health::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
+use emporium_testkit::process::Process;
 
 const BIN: &str = env!("CARGO_BIN_EXE_emporium-inventory");
 
+/// The binary over a SQLite file in `dir`, on ephemeral ports, no drain delay.
 fn command(dir: &std::path::Path) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        // The test keys include the development service key pair.
-        .env("EMPORIUM_DEV_MODE", "true")
-        .env(
-            "EMPORIUM_DATABASE__URL",
-            format!("sqlite://{}/inventory.db", dir.display()),
-        )
-        .env("EMPORIUM_SERVER__GRPC_ADDR", "127.0.0.1:0")
-        .env("EMPORIUM_SERVER__ADMIN_ADDR", "127.0.0.1:0")
-        .env("EMPORIUM_SERVER__DRAIN_DELAY_MS", "0")
-        .env("EMPORIUM_TELEMETRY__LOG_FORMAT", "json")
-        .env(
-            "EMPORIUM_AUTH__JWT_SECRET",
-            "process-test-secret-0123456789abcdef",
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
+    emporium_testkit::process::command(
+        BIN,
+        [
+            (
+                "EMPORIUM_DATABASE__URL",
+                format!("sqlite://{}/inventory.db", dir.display()),
+            ),
+            ("EMPORIUM_SERVER__GRPC_ADDR", "127.0.0.1:0".into()),
+            ("EMPORIUM_SERVER__ADMIN_ADDR", "127.0.0.1:0".into()),
+            ("EMPORIUM_SERVER__DRAIN_DELAY_MS", "0".into()),
+            (
+                "EMPORIUM_AUTH__JWT_SECRET",
+                "process-test-secret-0123456789abcdef".into(),
+            ),
+        ],
+    )
 }
 
 #[test]
@@ -71,31 +62,8 @@ fn print_config_shows_the_currency_and_redacts_secrets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_until_sigterm_then_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = command(dir.path())
-        .spawn()
-        .expect("spawn emporium-inventory");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let addr: std::net::SocketAddr = loop {
-        let line = lines
-            .next()
-            .expect("process exited before listening")
-            .expect("read stdout");
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if v["message"] == "emporium-inventory listening" {
-            break v["grpc"].as_str().unwrap().parse().unwrap();
-        }
-    };
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let mut process = Process::start(command(dir.path()));
+    let channel = process.channel().await;
     let r = HealthClient::new(channel)
         .check(HealthCheckRequest {
             service: "emporium.inventory.v1.InventoryService".into(),
@@ -105,26 +73,7 @@ async fn serves_until_sigterm_then_exits_zero() {
         .into_inner();
     assert_eq!(r.status(), ServingStatus::Serving);
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = tokio::task::spawn_blocking(move || {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "process did not exit after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    })
-    .await
-    .unwrap();
+    let status = process.terminate(Duration::from_secs(10)).await;
     assert!(status.success(), "{status:?}");
 }
 

@@ -4,7 +4,7 @@
 use emporium_common::rpc::{Code, StatusExt as _};
 use emporium_testkit::{TestDb, backend_tests};
 
-use crate::{app, assert_code, counters, eur, item, new_order, pb, preconditions, violated_fields};
+use crate::{app, counters, eur, item, new_order, pb, preconditions, refused, violated_fields};
 
 backend_tests!(
     reserve_prices_and_holds_stock,
@@ -82,7 +82,7 @@ async fn reserve_is_all_or_nothing_and_names_every_short_sku(db: TestDb) {
     app.stocked("B", 100, 1).await;
     app.stocked("C", 100, 10).await;
     let order = new_order();
-    let s = assert_code(
+    let s = refused(
         app.reserve(&order, vec![item("C", 1), item("B", 2), item("A", 5)])
             .await,
         Code::FailedPrecondition,
@@ -120,7 +120,7 @@ async fn unknown_products_are_not_found_and_each_is_named(db: TestDb) {
     let mut app = app(db).await;
     app.stocked("A", 100, 5).await;
     let ghost_id = uuid::Uuid::now_v7().to_string();
-    let s = assert_code(
+    let s = refused(
         app.reserve(
             &new_order(),
             vec![item("A", 1), item("NOPE", 1), by_id(&ghost_id, 1)],
@@ -183,7 +183,7 @@ async fn reserve_names_every_invalid_item(db: TestDb) {
             vec!["items[1].product_id"],
         ),
     ] {
-        let s = assert_code(app.reserve(&order, items).await, Code::InvalidArgument);
+        let s = refused(app.reserve(&order, items).await, Code::InvalidArgument);
         assert_eq!(violated_fields(&s), fields);
     }
     assert_eq!(counters(&app.level("A").await), (5, 0, 5, 0));
@@ -192,7 +192,7 @@ async fn reserve_names_every_invalid_item(db: TestDb) {
 async fn one_product_named_twice_is_refused(db: TestDb) {
     let mut app = app(db).await;
     let a = app.stocked("A", 100, 5).await;
-    let s = assert_code(
+    let s = refused(
         app.reserve(&new_order(), vec![item("A", 1), by_id(&a.id, 1)])
             .await,
         Code::InvalidArgument,
@@ -224,7 +224,7 @@ async fn reserve_is_idempotent_by_order_id(db: TestDb) {
         vec![item("A", 2)],
         vec![item("A", 2), item("B", 1), item("C", 1)],
     ] {
-        let s = assert_code(app.reserve(&order, items).await, Code::InvalidArgument);
+        let s = refused(app.reserve(&order, items).await, Code::InvalidArgument);
         assert_eq!(violated_fields(&s), ["order_id"]);
     }
 
@@ -263,15 +263,15 @@ async fn commit_sells_the_units_once(db: TestDb) {
 async fn commit_errors(db: TestDb) {
     let mut app = app(db).await;
     app.stocked("A", 100, 10).await;
-    let s = assert_code(app.commit(&new_order()).await, Code::NotFound);
+    let s = refused(app.commit(&new_order()).await, Code::NotFound);
     assert_eq!(s.message(), "reservation not found");
-    let s = assert_code(app.commit("nope").await, Code::InvalidArgument);
+    let s = refused(app.commit("nope").await, Code::InvalidArgument);
     assert_eq!(violated_fields(&s), ["order_id"]);
 
     let order = new_order();
     app.reserve(&order, vec![item("A", 4)]).await.unwrap();
     app.release(&order).await.unwrap();
-    let s = assert_code(app.commit(&order).await, Code::FailedPrecondition);
+    let s = refused(app.commit(&order).await, Code::FailedPrecondition);
     assert_eq!(
         preconditions(&s),
         [(
@@ -296,7 +296,7 @@ async fn release_of_a_reserved_order_frees_its_units(db: TestDb) {
 
     assert_eq!(app.release(&order).await.unwrap(), released);
     assert_eq!(counters(&app.level("A").await), (10, 0, 10, 0));
-    let s = assert_code(app.release("nope").await, Code::InvalidArgument);
+    let s = refused(app.release("nope").await, Code::InvalidArgument);
     assert_eq!(violated_fields(&s), ["order_id"]);
 }
 
@@ -318,7 +318,7 @@ async fn release_after_commit_returns_the_goods(db: TestDb) {
     assert_eq!(app.product("A").await.stock_available, 10);
 
     assert_eq!(app.release(&order).await.unwrap(), released);
-    assert_code(app.commit(&order).await, Code::FailedPrecondition);
+    refused(app.commit(&order).await, Code::FailedPrecondition);
     assert_eq!(counters(&app.level("A").await), (10, 0, 10, 0));
 }
 
@@ -337,7 +337,7 @@ async fn release_before_reserve_leaves_a_tombstone(db: TestDb) {
     let late = app.reserve(&order, vec![item("A", 3)]).await.unwrap();
     assert_eq!(late, tombstone);
     assert_eq!(app.release(&order).await.unwrap(), tombstone);
-    assert_code(app.commit(&order).await, Code::FailedPrecondition);
+    refused(app.commit(&order).await, Code::FailedPrecondition);
     assert_eq!(counters(&app.level("A").await), (10, 0, 10, 0));
 }
 

@@ -5,16 +5,7 @@ use std::future::pending;
 
 use emporium_common::{
     db::Db,
-    rpc::{
-        Code,
-        health::{
-            HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-        },
-        reflection::{
-            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-        },
-    },
+    rpc::{Code, health::health_check_response::ServingStatus},
     server::Listeners,
 };
 use emporium_inventory::{
@@ -22,42 +13,21 @@ use emporium_inventory::{
     domain::{Currency, Product, ProductId, Sku},
     store::{MIGRATOR, Store},
 };
-use emporium_testkit::{TestDb, base_config, http_get};
-use futures::StreamExt as _;
+use emporium_testkit::{TestDb, base_config, health_status, http_get, reflected_services};
 
 use crate::app;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_reflection_and_admin_port() {
     let mut app = app(TestDb::sqlite()).await;
-    let mut health = HealthClient::new(app.svc.channel().await);
     for service in ["", "emporium.inventory.v1.InventoryService"] {
-        let r = health
-            .check(HealthCheckRequest {
-                service: service.into(),
-            })
+        let status = health_status(app.svc.channel().await, service)
             .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(r.status(), ServingStatus::Serving, "{service:?}");
+            .unwrap();
+        assert_eq!(status, ServingStatus::Serving, "{service:?}");
     }
 
-    let mut reflection = ServerReflectionClient::new(app.svc.channel().await);
-    let req = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = reflection
-        .server_reflection_info(futures::stream::iter([req]))
-        .await
-        .unwrap()
-        .into_inner();
-    let r = responses.next().await.unwrap().unwrap();
-    let Some(MessageResponse::ListServicesResponse(list)) = r.message_response else {
-        panic!("{r:?}")
-    };
-    let mut names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
-    names.sort();
+    let names = reflected_services(app.svc.channel().await).await;
     assert_eq!(
         names,
         [

@@ -2,88 +2,58 @@
 //! right after each saga step in turn (the `saga.crash_after` failpoint), then
 //! started again without it; every order must converge and every invariant hold.
 
-use std::{
-    io::{BufRead as _, BufReader},
-    net::SocketAddr,
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+use std::time::Duration;
+
+use emporium_testkit::{
+    Stack, TestDb, auth_config, backend_tests, bearer, eventually,
+    invariants::{Dbs, check_invariants},
+    process::Process,
 };
 
-use emporium_common::rpc::Channel;
-use emporium_testkit::{TestDb, auth_config, backend_tests, bearer};
-
-use crate::{check_invariants, invariants::Dbs, pb, stack, status};
+use crate::{pb, status};
 
 const BIN: &str = env!("CARGO_BIN_EXE_emporium-order");
 
 backend_tests!(an_order_service_killed_after_any_step_converges_on_restart);
 
-struct OrderProcess {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for OrderProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(db_url: &str, peers: &[(&str, String)], crash_after: Option<&str>) -> OrderProcess {
-    let mut cmd = Command::new(BIN);
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        // The test keys include the development service key pair.
-        .env("EMPORIUM_DEV_MODE", "true")
-        .env("EMPORIUM_DATABASE__URL", db_url)
-        .env("EMPORIUM_SERVER__GRPC_ADDR", "127.0.0.1:0")
-        .env("EMPORIUM_SERVER__ADMIN_ADDR", "127.0.0.1:0")
-        .env("EMPORIUM_TELEMETRY__LOG_FORMAT", "json")
-        .env(
-            "EMPORIUM_AUTH__JWT_SECRET",
-            auth_config().jwt_secret.expose(),
-        )
-        .env("EMPORIUM_SAGA__RETRY_BUDGET_MS", "1500")
-        .env("EMPORIUM_SAGA__LEASE_MS", "2000")
-        .env("EMPORIUM_SAGA__SWEEP_INTERVAL_MS", "100")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+/// The order binary over `db_url`, calling `peers`, aborting after `crash_after`.
+fn start(db_url: &str, peers: &[(&str, String)], crash_after: Option<&str>) -> Process {
+    let mut vars = vec![
+        ("EMPORIUM_DATABASE__URL".to_owned(), db_url.to_owned()),
+        (
+            "EMPORIUM_AUTH__JWT_SECRET".to_owned(),
+            auth_config().jwt_secret.expose().to_owned(),
+        ),
+        (
+            "EMPORIUM_SAGA__RETRY_BUDGET_MS".to_owned(),
+            "1500".to_owned(),
+        ),
+        ("EMPORIUM_SAGA__LEASE_MS".to_owned(), "2000".to_owned()),
+        (
+            "EMPORIUM_SAGA__SWEEP_INTERVAL_MS".to_owned(),
+            "100".to_owned(),
+        ),
+    ];
     for (name, url) in peers {
-        cmd.env(format!("EMPORIUM_PEERS__{}__URL", name.to_uppercase()), url);
+        vars.push((
+            format!("EMPORIUM_PEERS__{}__URL", name.to_uppercase()),
+            url.clone(),
+        ));
     }
     if let Some(step) = crash_after {
-        cmd.env("EMPORIUM_SAGA__CRASH_AFTER", step);
+        vars.push(("EMPORIUM_SAGA__CRASH_AFTER".to_owned(), step.to_owned()));
     }
-    let mut child = cmd.spawn().expect("spawn emporium-order");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("process exited before listening")
-            .unwrap();
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if v["message"] == "emporium-order listening" {
-            break v["grpc"].as_str().unwrap().parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    OrderProcess { child, addr }
+    Process::spawn(BIN, vars)
 }
 
-async fn client(addr: SocketAddr) -> pb::order_service_client::OrderServiceClient<Channel> {
-    let ch = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    pb::order_service_client::OrderServiceClient::new(ch)
+async fn client(
+    process: &Process,
+) -> pb::order_service_client::OrderServiceClient<emporium_common::rpc::Channel> {
+    pb::order_service_client::OrderServiceClient::new(process.channel().await)
 }
 
 async fn an_order_service_killed_after_any_step_converges_on_restart(db: TestDb) {
-    let s = stack(db).await;
+    let s = Stack::start(db).await;
     s.product("MUG-1", 1_000, 100).await;
     let order_db = s.db.another();
     let peers = [
@@ -101,7 +71,7 @@ async fn an_order_service_killed_after_any_step_converges_on_restart(db: TestDb)
     ];
     for (step, card, expected) in cases {
         let mut crashing = start(order_db.url(), &peers, Some(step));
-        let mut orders = client(crashing.addr).await;
+        let mut orders = client(&crashing).await;
         let placed = orders
             .create_order(bearer(
                 pb::CreateOrderRequest {
@@ -117,31 +87,31 @@ async fn an_order_service_killed_after_any_step_converges_on_restart(db: TestDb)
             ))
             .await;
         assert!(placed.is_err(), "the process must die mid-saga at {step}");
-        let died = crashing.child.wait().unwrap();
+        let died = crashing.exit(Duration::from_secs(20)).await;
         assert!(!died.success(), "{step}: {died:?}");
 
         // A new process recovers the order by itself.
         let restarted = start(order_db.url(), &peers, None);
-        let mut orders = client(restarted.addr).await;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let order = loop {
-            // Newest first: this round's order is the first one.
-            let newest = orders
-                .list_orders(bearer(pb::ListOrdersRequest::default(), &s.customer_token))
-                .await
-                .unwrap()
-                .into_inner()
-                .orders
-                .into_iter()
-                .next()
-                .expect("the order was stored before the crash");
-            assert_eq!(newest.payment_method, card);
-            if status(&newest) != pb::OrderStatus::Pending {
-                break newest;
+        let orders = client(&restarted).await;
+        let order = eventually(Duration::from_secs(20), || {
+            let mut orders = orders.clone();
+            let token = s.customer_token.clone();
+            async move {
+                // Newest first: this round's order is the first one.
+                let newest = orders
+                    .list_orders(bearer(pb::ListOrdersRequest::default(), &token))
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .orders
+                    .into_iter()
+                    .next()
+                    .expect("the order was stored before the crash");
+                assert_eq!(newest.payment_method, card);
+                (status(&newest) != pb::OrderStatus::Pending).then_some(newest)
             }
-            assert!(Instant::now() < deadline, "{step}: order did not converge");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        })
+        .await;
         assert_eq!(status(&order), expected, "{step}: {order:?}");
         drop(restarted);
         check_invariants(
@@ -154,4 +124,19 @@ async fn an_order_service_killed_after_any_step_converges_on_restart(db: TestDb)
         )
         .await;
     }
+}
+
+/// The crash tests above need the failpoint in the binary: `cargo test` builds
+/// it with the `testing` feature, which emporium-testkit (a dev-dependency)
+/// turns on. A release build has no such setting (see
+/// `emporium_order::config::SagaConfig::crash_after`).
+#[test]
+fn the_test_build_of_the_binary_has_the_crash_failpoint() {
+    let out = emporium_testkit::process::command(BIN, [("EMPORIUM_SAGA__CRASH_AFTER", "charge")])
+        .arg("--print-config")
+        .output()
+        .expect("run emporium-order --print-config");
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON config");
+    assert_eq!(v["saga"]["crash_after"], "charge", "{v}");
 }

@@ -1,15 +1,17 @@
 //! End-to-end tests of the order saga: all four services in-process on real
-//! sockets, each with its own database, on SQLite and on PostgreSQL. After every
-//! scenario `check_invariants` reads each service's own database.
+//! sockets, each with its own database, on SQLite and on PostgreSQL (the
+//! testkit's [`Stack`]). After every scenario the platform's invariants are
+//! checked against each service's own database.
 
 mod crash;
 mod hostile;
-mod invariants;
 mod matrix;
 mod oversell;
 mod saga;
-mod support;
 mod watch;
 
-pub(crate) use invariants::check_invariants;
-pub(crate) use support::*;
+pub(crate) use emporium_proto::order::v1 as pb;
+pub(crate) use emporium_testkit::{
+    Stack,
+    stack::{reason, status},
+};

@@ -19,7 +19,7 @@ use tonic::body::Body;
 use tower::ServiceExt as _;
 use uuid::Uuid;
 
-use crate::stack;
+use crate::Stack;
 
 /// Who may call a method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -282,7 +282,7 @@ async fn call(channel: &Channel, path: &str, token: Option<&str>, message: Vec<u
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_method_refuses_every_caller_it_must() {
-    let s = stack(TestDb::sqlite()).await;
+    let s = Stack::start(TestDb::sqlite()).await;
     let channels = [
         ("emporium.user.v1.", s.user.channel().await),
         ("emporium.inventory.v1.", s.inventory.channel().await),

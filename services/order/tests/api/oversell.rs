@@ -4,12 +4,12 @@ use std::time::Instant;
 
 use emporium_testkit::{TestDb, backend_tests, bearer};
 
-use crate::{pb, reason, stack, status};
+use crate::{Stack, pb, reason, status};
 
 backend_tests!(two_hundred_orders_for_fifty_units);
 
 async fn two_hundred_orders_for_fifty_units(db: TestDb) {
-    let s = stack(db).await;
+    let s = Stack::start(db).await;
     s.product("HOT-1", 500, 50).await;
     let started = Instant::now();
     let mut calls = Vec::new();

@@ -6,11 +6,11 @@ use emporium_common::{
     rpc::{Code, StatusExt as _},
 };
 use emporium_proto::{payment::v1 as pay, user::v1 as usr};
-use emporium_testkit::{TestDb, backend_tests, bearer, tokens};
+use emporium_testkit::{TestDb, backend_tests, bearer, refused, tokens};
 use prost::Message as _;
 use uuid::Uuid;
 
-use crate::{assert_code, pb, reason, stack, status};
+use crate::{Stack, pb, reason, status};
 
 backend_tests!(
     an_order_is_confirmed_with_inventory_prices,
@@ -27,7 +27,7 @@ backend_tests!(
 );
 
 async fn an_order_is_confirmed_with_inventory_prices(db: TestDb) {
-    let s = stack(db).await;
+    let s = Stack::start(db).await;
     s.product("MUG-1", 1_250, 10).await;
     s.product("TEE-1", 1_999, 5).await;
     let o = s
@@ -52,7 +52,7 @@ async fn an_order_is_confirmed_with_inventory_prices(db: TestDb) {
 }
 
 async fn unknown_and_inactive_users_cancel_the_order(db: TestDb) {
-    let s = stack(db).await;
+    let s = Stack::start(db).await;
     s.product("MUG-1", 1_000, 10).await;
     // A valid token for a user the user service has never heard of.
     let ghost = tokens()
@@ -113,7 +113,7 @@ async fn unknown_and_inactive_users_cancel_the_order(db: TestDb) {
 }
 
 async fn stock_shortage_cancels_without_reserving_anything(db: TestDb) {
-    let s = stack(db).await;
+    let s = Stack::start(db).await;
     s.product("MUG-1", 1_000, 10).await;
     s.product("TEE-1", 2_000, 1).await;
     // All or nothing: MUG-1 is available, TEE-1 is not.
@@ -138,7 +138,7 @@ async fn stock_shortage_cancels_without_reserving_anything(db: TestDb) {
 }
 
 async fn a_declined_card_releases_the_stock(db: TestDb) {
-    let s = stack(db).await;
+    let s = Stack::start(db).await;
     s.product("MUG-1", 1_000, 10).await;
     for (method, expected) in [
         ("pm_card_declined", pb::CancelReason::PaymentDeclined),
@@ -162,7 +162,7 @@ async fn a_declined_card_releases_the_stock(db: TestDb) {
 }
 
 async fn payment_service_down_is_compensated(db: TestDb) {
-    let mut s = stack(db).await;
+    let mut s = Stack::start(db).await;
     s.product("MUG-1", 1_000, 10).await;
     s.payment.as_mut().unwrap().stop().await.unwrap();
     let started = std::time::Instant::now();
@@ -186,7 +186,7 @@ async fn payment_service_down_is_compensated(db: TestDb) {
 }
 
 async fn replaying_create_order_returns_the_same_order_and_charges_once(db: TestDb) {
-    let s = stack(db).await;
+    let s = Stack::start(db).await;
     s.product("MUG-1", 1_000, 10).await;
     let first = s
         .place(&[("MUG-1", 1)], "pm_card_ok", "same")
@@ -224,7 +224,7 @@ async fn replaying_create_order_returns_the_same_order_and_charges_once(db: Test
 }
 
 async fn concurrent_replays_create_one_order(db: TestDb) {
-    let s = stack(db).await;
+    let s = Stack::start(db).await;
     s.product("MUG-1", 1_000, 10).await;
     let mut calls = Vec::new();
     for _ in 0..10 {
@@ -264,12 +264,12 @@ async fn concurrent_replays_create_one_order(db: TestDb) {
 }
 
 async fn a_reused_key_with_another_request_is_refused(db: TestDb) {
-    let s = stack(db).await;
+    let s = Stack::start(db).await;
     s.product("MUG-1", 1_000, 10).await;
     s.place(&[("MUG-1", 1)], "pm_card_ok", "reuse")
         .await
         .unwrap();
-    let e = assert_code(
+    let e = refused(
         s.place(&[("MUG-1", 2)], "pm_card_ok", "reuse").await,
         Code::InvalidArgument,
     );
@@ -286,7 +286,7 @@ async fn a_reused_key_with_another_request_is_refused(db: TestDb) {
 }
 
 async fn a_confirmed_order_can_be_cancelled_by_its_owner(db: TestDb) {
-    let s = stack(db).await;
+    let s = Stack::start(db).await;
     s.product("MUG-1", 1_000, 10).await;
     let o = s.place(&[("MUG-1", 3)], "pm_card_ok", "c1").await.unwrap();
     assert_eq!(s.stock("MUG-1").await, (7, 0));
@@ -305,7 +305,7 @@ async fn a_confirmed_order_can_be_cancelled_by_its_owner(db: TestDb) {
             token,
         )
     };
-    assert_code(
+    refused(
         s.orders().await.cancel_order(cancel(&other)).await,
         Code::PermissionDenied,
     );
@@ -344,7 +344,7 @@ async fn a_confirmed_order_can_be_cancelled_by_its_owner(db: TestDb) {
 }
 
 async fn requests_are_validated_field_by_field(db: TestDb) {
-    let s = stack(db).await;
+    let s = Stack::start(db).await;
     let fields = |e: emporium_common::rpc::Status| -> Vec<String> {
         e.get_details_bad_request()
             .unwrap()
@@ -353,9 +353,9 @@ async fn requests_are_validated_field_by_field(db: TestDb) {
             .map(|v| v.field)
             .collect()
     };
-    let e = assert_code(s.place(&[], "", "").await, Code::InvalidArgument);
+    let e = refused(s.place(&[], "", "").await, Code::InvalidArgument);
     assert_eq!(fields(e), ["items", "payment_method", "idempotency_key"]);
-    let e = assert_code(
+    let e = refused(
         s.place(
             &[("MUG-1", 0), ("bad sku", 1), ("MUG-1", 10_001)],
             "pm_card_ok",
@@ -376,7 +376,7 @@ async fn requests_are_validated_field_by_field(db: TestDb) {
     // An order with 10,000 lines is refused cleanly, naming the list.
     let many: Vec<(String, i64)> = (0..10_000).map(|i| (format!("SKU-{i}"), 1)).collect();
     let many: Vec<(&str, i64)> = many.iter().map(|(s, q)| (s.as_str(), *q)).collect();
-    let e = assert_code(
+    let e = refused(
         s.place(&many, "pm_card_ok", "many").await,
         Code::InvalidArgument,
     );
@@ -398,9 +398,9 @@ async fn requests_are_validated_field_by_field(db: TestDb) {
             &s.customer_token,
         ))
         .await;
-    assert_code(e, Code::PermissionDenied);
+    refused(e, Code::PermissionDenied);
     for bad in ["", "not-a-uuid"] {
-        assert_code(
+        refused(
             s.orders()
                 .await
                 .get_order(bearer(
@@ -418,14 +418,14 @@ async fn requests_are_validated_field_by_field(db: TestDb) {
     let unknown = || pb::GetOrderRequest {
         order_id: Uuid::now_v7().to_string(),
     };
-    assert_code(
+    refused(
         s.orders()
             .await
             .get_order(bearer(unknown(), &s.customer_token))
             .await,
         Code::PermissionDenied,
     );
-    assert_code(
+    refused(
         s.orders()
             .await
             .get_order(bearer(unknown(), &s.admin))
@@ -438,7 +438,7 @@ async fn requests_are_validated_field_by_field(db: TestDb) {
 }
 
 async fn orders_are_private_and_paged(db: TestDb) {
-    let s = stack(db).await;
+    let s = Stack::start(db).await;
     s.product("MUG-1", 1_000, 100).await;
     let mut placed = Vec::new();
     for i in 0..5 {
@@ -485,7 +485,7 @@ async fn orders_are_private_and_paged(db: TestDb) {
         .unwrap()
         .into_inner();
     assert!(page.orders.is_empty());
-    assert_code(
+    refused(
         client
             .get_order(bearer(
                 pb::GetOrderRequest {
@@ -496,7 +496,7 @@ async fn orders_are_private_and_paged(db: TestDb) {
             .await,
         Code::PermissionDenied,
     );
-    assert_code(
+    refused(
         client
             .list_orders(bearer(
                 pb::ListOrdersRequest {

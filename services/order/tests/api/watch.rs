@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use emporium_common::rpc::Code;
-use emporium_testkit::{TestDb, backend_tests, bearer};
+use emporium_testkit::{TestDb, backend_tests, bearer, refused};
 use futures::StreamExt as _;
 
-use crate::{assert_code, pb, stack, status};
+use crate::{Stack, pb, status};
 
 backend_tests!(
     watching_one_order_sees_it_through_cancellation,
@@ -25,7 +25,7 @@ async fn next(
 }
 
 async fn watching_one_order_sees_it_through_cancellation(db: TestDb) {
-    let s = stack(db).await;
+    let s = Stack::start(db).await;
     s.product("MUG-1", 1_000, 5).await;
     let o = s.place(&[("MUG-1", 1)], "pm_card_ok", "w1").await.unwrap();
     let mut stream = s
@@ -87,7 +87,7 @@ async fn watching_one_order_sees_it_through_cancellation(db: TestDb) {
         )
         .unwrap()
         .token;
-    assert_code(
+    refused(
         s.orders()
             .await
             .watch_order_updates(bearer(
@@ -105,7 +105,7 @@ async fn watching_one_order_sees_it_through_cancellation(db: TestDb) {
 }
 
 async fn watching_my_orders_sees_new_ones(db: TestDb) {
-    let s = stack(db).await;
+    let s = Stack::start(db).await;
     s.product("MUG-1", 1_000, 5).await;
     let mut stream = s
         .orders()

@@ -7,25 +7,18 @@
 //! `cargo test -p emporium-order --test observability -- --nocapture` prints
 //! the span trees.
 
-#[allow(dead_code)]
-#[path = "../api/invariants.rs"]
-mod invariants;
-#[allow(dead_code)]
-#[path = "../api/support.rs"]
-mod support;
-
 use std::{collections::HashSet, time::Duration};
 
 use emporium_common::{client::channel, config::PeerConfig, telemetry::trace};
 use emporium_proto::order::v1 as pb;
 use emporium_testkit::{
-    TestDb, bearer, http_get,
+    Stack, TestDb, bearer, http_get,
     otel::{self, attr, one, render_tree},
     prometheus::Scrape,
+    stack::{reason, status},
 };
 use opentelemetry::trace::{SpanKind, Status, TraceId};
 use opentelemetry_sdk::trace::SpanData;
-use support::{Stack, stack};
 use tracing::Instrument as _;
 use uuid::Uuid;
 
@@ -157,11 +150,11 @@ async fn one_order_is_one_trace_across_four_services_on_postgres() {
 async fn one_order_is_one_trace(db: TestDb, system: &str) {
     let captured = otel::capture();
     let _turn = SERIAL.lock().await;
-    let s = stack(db).await;
+    let s = Stack::start(db).await;
     s.product("TRACE-1", 1_250, 10).await;
 
     let (trace_id, order) = traced_order(&s, "TRACE-1", "pm_card_ok").await;
-    assert_eq!(support::status(&order), pb::OrderStatus::Confirmed);
+    assert_eq!(status(&order), pb::OrderStatus::Confirmed);
     let spans = captured
         .wait_for(trace_id, Duration::from_secs(10), saga_finished)
         .await;
@@ -278,12 +271,12 @@ async fn one_order_is_one_trace(db: TestDb, system: &str) {
 async fn concurrent_orders_are_separate_complete_traces() {
     let captured = otel::capture();
     let _turn = SERIAL.lock().await;
-    let s = stack(TestDb::sqlite()).await;
+    let s = Stack::start(TestDb::sqlite()).await;
     s.product("TRACE-N", 100, 100).await;
     let placed =
         futures::future::join_all((0..12).map(|_| traced_order(&s, "TRACE-N", "pm_card_ok"))).await;
     for (trace_id, order) in placed {
-        assert_eq!(support::status(&order), pb::OrderStatus::Confirmed);
+        assert_eq!(status(&order), pb::OrderStatus::Confirmed);
         let spans = captured
             .wait_for(trace_id, Duration::from_secs(10), saga_finished)
             .await;
@@ -308,12 +301,12 @@ async fn concurrent_orders_are_separate_complete_traces() {
 async fn a_declined_card_is_one_trace_with_the_error_and_the_compensation() {
     let captured = otel::capture();
     let _turn = SERIAL.lock().await;
-    let s = stack(TestDb::sqlite()).await;
+    let s = Stack::start(TestDb::sqlite()).await;
     s.product("TRACE-2", 990, 10).await;
 
     let (trace_id, order) = traced_order(&s, "TRACE-2", "pm_card_declined").await;
-    assert_eq!(support::status(&order), pb::OrderStatus::Cancelled);
-    assert_eq!(support::reason(&order), pb::CancelReason::PaymentDeclined);
+    assert_eq!(status(&order), pb::OrderStatus::Cancelled);
+    assert_eq!(reason(&order), pb::CancelReason::PaymentDeclined);
     let spans = captured
         .wait_for(trace_id, Duration::from_secs(10), saga_finished)
         .await;
@@ -370,7 +363,7 @@ async fn scrape(addr: std::net::SocketAddr) -> Scrape {
 async fn metrics_count_rpcs_peers_pools_and_saga_outcomes() {
     let _ = otel::capture();
     let _turn = SERIAL.lock().await;
-    let s = stack(TestDb::sqlite()).await;
+    let s = Stack::start(TestDb::sqlite()).await;
     s.product("METRIC-1", 500, 7).await;
     let before = scrape(s.order.admin_addr).await;
 
@@ -393,8 +386,8 @@ async fn metrics_count_rpcs_peers_pools_and_saga_outcomes() {
             .await
             .unwrap();
         match cancelled {
-            None => assert_eq!(support::status(&o), pb::OrderStatus::Confirmed),
-            Some(reason) => assert_eq!(support::reason(&o), reason),
+            None => assert_eq!(status(&o), pb::OrderStatus::Confirmed),
+            Some(expected) => assert_eq!(reason(&o), expected),
         }
     }
     s.settle_and_check().await;

@@ -7,8 +7,8 @@ use emporium_common::rpc::Code;
 use emporium_testkit::{TestDb, backend_tests};
 
 use crate::{
-    Counting, FailFirst, anonymous, app, app_with, assert_code, bytes, charge_req, customer,
-    error_info, new_id, pb, refund_req, violated_fields,
+    Counting, FailFirst, anonymous, app, app_with, bytes, charge_req, customer, error_info, new_id,
+    pb, refund_req, refused, violated_fields,
 };
 
 backend_tests!(
@@ -80,7 +80,7 @@ async fn declined_cards_are_recorded_and_replayed(db: TestDb) {
         let order = new_id();
         let key = new_id();
         let req = charge_req(&order, &user, 500, method, &key);
-        let first = assert_code(
+        let first = refused(
             app.charge(req.clone(), &token).await,
             Code::FailedPrecondition,
         );
@@ -97,7 +97,7 @@ async fn declined_cards_are_recorded_and_replayed(db: TestDb) {
         assert_eq!(declined.amount, crate::eur(500));
 
         // A replay gives the same decline and records nothing more.
-        let again = assert_code(app.charge(req, &token).await, Code::FailedPrecondition);
+        let again = refused(app.charge(req, &token).await, Code::FailedPrecondition);
         assert_eq!(again.message(), first.message());
         assert_eq!(error_info(&again), error_info(&first));
         assert_eq!(app.of_order(&order).await.len(), 1);
@@ -136,7 +136,7 @@ async fn card_errors_record_nothing_and_leave_the_key_unused(db: TestDb) {
     let order = new_id();
     let req = charge_req(&order, &user, 700, "pm_card_error", "k-error");
     for attempt in 1..=2 {
-        let s = assert_code(app.charge(req.clone(), &token).await, Code::Unavailable);
+        let s = refused(app.charge(req.clone(), &token).await, Code::Unavailable);
         assert!(s.message().contains("retry"), "{s:?}");
         // Every retry reaches the processor again: nothing was replayed.
         assert_eq!(processor.calls.load(Ordering::SeqCst), attempt);
@@ -165,7 +165,7 @@ async fn a_transient_failure_can_be_retried_with_the_same_key(db: TestDb) {
     let (user, token) = customer();
     let order = new_id();
     let req = charge_req(&order, &user, 250, "pm_card_ok", "k-flaky");
-    assert_code(app.charge(req.clone(), &token).await, Code::Unavailable);
+    refused(app.charge(req.clone(), &token).await, Code::Unavailable);
     assert!(app.of_order(&order).await.is_empty());
     let paid = app.charge(req.clone(), &token).await.unwrap();
     assert_eq!(
@@ -240,7 +240,7 @@ async fn same_key_with_another_request_is_invalid(db: TestDb) {
             ..charge_req(&order, &user, 1000, "pm_card_ok", "k-same")
         },
     ] {
-        let s = assert_code(app.charge(req.clone(), &admin).await, Code::InvalidArgument);
+        let s = refused(app.charge(req.clone(), &admin).await, Code::InvalidArgument);
         assert_eq!(violated_fields(&s), ["idempotency_key"], "{req:?}");
     }
     let payments = app.of_order(&order).await;
@@ -257,7 +257,7 @@ async fn an_order_is_charged_successfully_once(db: TestDb) {
         .unwrap();
     let first_id = first.payment.as_ref().unwrap().id.clone();
     let dup = charge_req(&order, &user, 300, "pm_card_ok", "k-b");
-    let s = assert_code(app.charge(dup.clone(), &token).await, Code::AlreadyExists);
+    let s = refused(app.charge(dup.clone(), &token).await, Code::AlreadyExists);
     let (reason, domain, paid) = error_info(&s);
     assert_eq!(
         (reason.as_str(), domain.as_str(), paid.as_str()),
@@ -267,9 +267,9 @@ async fn an_order_is_charged_successfully_once(db: TestDb) {
     app.refund(refund_req(&first_id, None, "r-all"), &token)
         .await
         .unwrap();
-    assert_code(app.charge(dup, &token).await, Code::AlreadyExists);
+    refused(app.charge(dup, &token).await, Code::AlreadyExists);
     // A declined card for a paid order is not even tried.
-    assert_code(
+    refused(
         app.charge(
             charge_req(&order, &user, 300, "pm_card_declined", "k-c"),
             &token,
@@ -293,12 +293,12 @@ async fn customers_charge_only_for_themselves(db: TestDb) {
     let (me, token) = customer();
     let (other, _) = customer();
     let order = new_id();
-    assert_code(
+    refused(
         app.charge(charge_req(&order, &other, 100, "pm_card_ok", "k-x"), &token)
             .await,
         Code::PermissionDenied,
     );
-    assert_code(
+    refused(
         app.client
             .charge(anonymous(charge_req(&order, &me, 100, "pm_card_ok", "k-x")))
             .await,

@@ -7,9 +7,7 @@ use emporium_common::rpc::{Code, Status};
 use emporium_testkit::{TestDb, backend_tests, bearer};
 use futures::future::join_all;
 
-use crate::{
-    Gate, app, app_with, assert_code, bytes, charge_req, customer, new_id, pb, refund_req,
-};
+use crate::{Gate, app, app_with, bytes, charge_req, customer, new_id, pb, refund_req, refused};
 
 backend_tests!(
     a_running_charge_makes_duplicates_abort,
@@ -47,9 +45,9 @@ async fn a_running_charge_makes_duplicates_abort(db: TestDb) {
     });
     // The first call is inside the processor, holding its key and the order.
     arrivals.recv().await.unwrap();
-    let s = assert_code(app.charge(req.clone(), &token).await, Code::Aborted);
+    let s = refused(app.charge(req.clone(), &token).await, Code::Aborted);
     assert!(s.message().contains("retry"), "{s:?}");
-    assert_code(
+    refused(
         app.charge(
             charge_req(&order, &user, 800, "pm_card_ok", "k-other"),
             &token,
@@ -58,7 +56,7 @@ async fn a_running_charge_makes_duplicates_abort(db: TestDb) {
         Code::Aborted,
     );
     // A different request under the held key is still a different request.
-    assert_code(
+    refused(
         app.charge(
             charge_req(&order, &user, 801, "pm_card_ok", "k-held"),
             &token,
@@ -76,7 +74,7 @@ async fn a_running_charge_makes_duplicates_abort(db: TestDb) {
     );
     let replay = app.charge(req, &token).await.unwrap();
     assert_eq!(bytes(&replay), bytes(&first));
-    assert_code(
+    refused(
         app.charge(
             charge_req(&order, &user, 800, "pm_card_ok", "k-other"),
             &token,

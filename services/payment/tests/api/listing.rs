@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use emporium_common::rpc::Code;
 use emporium_testkit::{TestDb, backend_tests};
 
-use crate::{App, app, assert_code, customer, new_id, pb, refund_req, violated_fields};
+use crate::{App, app, customer, new_id, pb, refund_req, refused, violated_fields};
 
 backend_tests!(
     pages_cover_every_payment_once_newest_first,
@@ -131,20 +131,20 @@ async fn customers_see_only_their_own_payments(db: TestDb) {
     let admin = app.admin.clone();
 
     assert_eq!(app.get(&mine.id, &alice_token).await.unwrap().id, mine.id);
-    assert_code(
+    refused(
         app.get(&theirs.id, &alice_token).await,
         Code::PermissionDenied,
     );
     // Not even existence leaks: an unknown id answers the same for a customer.
     let unknown = new_id();
-    assert_code(
+    refused(
         app.get(&unknown, &alice_token).await,
         Code::PermissionDenied,
     );
     assert_eq!(app.get(&theirs.id, &admin).await.unwrap().id, theirs.id);
-    assert_code(app.get(&unknown, &admin).await, Code::NotFound);
+    refused(app.get(&unknown, &admin).await, Code::NotFound);
 
-    assert_code(
+    refused(
         app.list(
             pb::ListPaymentsRequest {
                 user_id: bob.clone(),
@@ -248,11 +248,11 @@ async fn listing_and_get_are_validated(db: TestDb) {
             vec!["page_token"],
         ),
     ] {
-        let s = assert_code(app.list(req, &admin).await, Code::InvalidArgument);
+        let s = refused(app.list(req, &admin).await, Code::InvalidArgument);
         assert_eq!(violated_fields(&s), fields);
     }
     for bad in ["", "nope", "0190b1d48b9c7def8123456789abcdef", "\0", "ü"] {
-        let s = assert_code(app.get(bad, &admin).await, Code::InvalidArgument);
+        let s = refused(app.get(bad, &admin).await, Code::InvalidArgument);
         assert_eq!(violated_fields(&s), ["payment_id"], "{bad:?}");
     }
 }

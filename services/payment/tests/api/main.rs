@@ -12,6 +12,7 @@ mod server;
 mod store;
 mod validation;
 
+pub(crate) use emporium_testkit::{refused, violated_fields};
 use std::sync::{
     Arc,
     atomic::{AtomicUsize, Ordering},
@@ -23,12 +24,14 @@ use emporium_common::{
     rpc::{Channel, Code, Request, Status},
 };
 use emporium_payment::{
-    Config, OrderLedger,
+    OrderLedger,
     domain::PaymentMethod,
     processor::{ChargeAttempt, Decision, Processor, Simulated, Unavailable},
 };
 use emporium_proto::{common::v1 as common_pb, payment::v1 as pb};
-use emporium_testkit::{Spawned, TestDb, base_config, bearer, spawn, tokens};
+use emporium_testkit::{
+    Spawned, TestDb, bearer, spawn_payment, spawn_payment_with_processor, tokens,
+};
 use futures::future::BoxFuture;
 use pb::payment_service_client::PaymentServiceClient;
 use tokio::sync::{Semaphore, mpsc};
@@ -45,35 +48,14 @@ pub(crate) struct App {
 /// The service with the simulated processor, started as the binary starts it.
 pub(crate) async fn app(db: TestDb) -> App {
     let database = db.config();
-    let svc = spawn(db, |database, listeners, stop| {
-        emporium_payment::serve(
-            Config {
-                base: base_config(database),
-                ..Default::default()
-            },
-            listeners,
-            stop,
-        )
-    })
-    .await;
+    let svc = spawn_payment(db).await;
     connect(svc, database).await
 }
 
 /// The service charging through `processor`.
 pub(crate) async fn app_with(db: TestDb, processor: Arc<dyn Processor>) -> App {
     let database = db.config();
-    let svc = spawn(db, |database, listeners, stop| {
-        emporium_payment::serve_with_processor(
-            Config {
-                base: base_config(database),
-                ..Default::default()
-            },
-            processor,
-            listeners,
-            stop,
-        )
-    })
-    .await;
+    let svc = spawn_payment_with_processor(db, processor).await;
     connect(svc, database).await
 }
 
@@ -89,7 +71,7 @@ async fn connect(svc: Spawned, database: emporium_common::config::DatabaseConfig
             &admin,
         ))
         .await;
-    assert_code(first, Code::NotFound);
+    refused(first, Code::NotFound);
     let db = Db::connect(&database)
         .await
         .expect("connect to the test db");
@@ -123,12 +105,7 @@ pub(crate) fn via_order(token: &str) -> String {
 }
 
 /// A token of a new admin.
-pub(crate) fn admin() -> String {
-    tokens()
-        .issue(Uuid::now_v7(), &[Role::Customer, Role::Admin])
-        .unwrap()
-        .token
-}
+pub(crate) use emporium_testkit::admin_token as admin;
 
 pub(crate) fn new_id() -> String {
     Uuid::now_v7().to_string()
@@ -254,27 +231,6 @@ impl App {
 /// The wire bytes of a message, to compare replays exactly.
 pub(crate) fn bytes(m: &impl prost::Message) -> Vec<u8> {
     m.encode_to_vec()
-}
-
-/// Asserts the code, and that the message leaks nothing internal.
-#[track_caller]
-pub(crate) fn assert_code<T: std::fmt::Debug>(r: Result<T, Status>, code: Code) -> Status {
-    let s = r.expect_err("expected an error status");
-    assert_eq!(s.code(), code, "{s:?}");
-    for leak in [
-        "SELECT", "INSERT", "UPDATE ", "sqlx", "panicked", "/src/", ".rs:",
-    ] {
-        assert!(!s.message().contains(leak), "status leaks internals: {s:?}");
-    }
-    s
-}
-
-/// The fields named by a status's BadRequest detail.
-pub(crate) fn violated_fields(s: &Status) -> Vec<String> {
-    use emporium_common::rpc::StatusExt as _;
-    s.get_details_bad_request()
-        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
-        .unwrap_or_default()
 }
 
 /// `(reason, domain, payment_id)` of a status's ErrorInfo.

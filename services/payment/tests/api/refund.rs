@@ -4,8 +4,7 @@ use emporium_common::rpc::{Code, StatusExt as _};
 use emporium_testkit::{TestDb, backend_tests};
 
 use crate::{
-    app, assert_code, bytes, charge_req, common_pb, customer, new_id, pb, refund_req,
-    violated_fields,
+    app, bytes, charge_req, common_pb, customer, new_id, pb, refund_req, refused, violated_fields,
 };
 
 backend_tests!(
@@ -51,7 +50,7 @@ async fn partial_then_full_refund(db: TestDb) {
         refund_req(&paid.id, None, "r-3"),
         refund_req(&paid.id, Some(1), "r-4"),
     ] {
-        let s = assert_code(app.refund(req, &token).await, Code::FailedPrecondition);
+        let s = refused(app.refund(req, &token).await, Code::FailedPrecondition);
         let pf = s.get_details_precondition_failure().expect("details");
         assert_eq!(pf.violations[0].subject, paid.id);
         assert!(s.message().contains("fully refunded"), "{s:?}");
@@ -67,7 +66,7 @@ async fn over_refunds_are_refused_and_change_nothing(db: TestDb) {
     let mut app = app(db).await;
     let (user, token) = customer();
     let paid = app.paid(&user, &token, 1000).await;
-    let s = assert_code(
+    let s = refused(
         app.refund(refund_req(&paid.id, Some(1001), "r-over"), &token)
             .await,
         Code::FailedPrecondition,
@@ -76,7 +75,7 @@ async fn over_refunds_are_refused_and_change_nothing(db: TestDb) {
     app.refund(refund_req(&paid.id, Some(600), "r-600"), &token)
         .await
         .unwrap();
-    assert_code(
+    refused(
         app.refund(refund_req(&paid.id, Some(401), "r-401"), &token)
             .await,
         Code::FailedPrecondition,
@@ -115,7 +114,7 @@ async fn refund_replays_return_the_first_answer(db: TestDb) {
             ..req.clone()
         },
     ] {
-        let s = assert_code(app.refund(other, &token).await, Code::InvalidArgument);
+        let s = refused(app.refund(other, &token).await, Code::InvalidArgument);
         assert_eq!(violated_fields(&s), ["idempotency_key"]);
     }
     let payment = app.get(&paid.id, &token).await.unwrap();
@@ -127,7 +126,7 @@ async fn refund_replays_return_the_first_answer(db: TestDb) {
 async fn declined_payments_and_other_currencies_cannot_be_refunded(db: TestDb) {
     let mut app = app(db).await;
     let (user, token) = customer();
-    let s = assert_code(
+    let s = refused(
         app.charge(
             charge_req(&new_id(), &user, 900, "pm_card_declined", &new_id()),
             &token,
@@ -140,12 +139,12 @@ async fn declined_payments_and_other_currencies_cannot_be_refunded(db: TestDb) {
         refund_req(&declined, None, "r-d1"),
         refund_req(&declined, Some(100), "r-d2"),
     ] {
-        let s = assert_code(app.refund(req, &token).await, Code::FailedPrecondition);
+        let s = refused(app.refund(req, &token).await, Code::FailedPrecondition);
         assert!(s.message().contains("declined"), "{s:?}");
     }
 
     let paid = app.paid(&user, &token, 900).await;
-    let s = assert_code(
+    let s = refused(
         app.refund(
             pb::RefundRequest {
                 amount: Some(common_pb::Money {
@@ -164,11 +163,11 @@ async fn declined_payments_and_other_currencies_cannot_be_refunded(db: TestDb) {
 
     let unknown = new_id();
     let admin = app.admin.clone();
-    assert_code(
+    refused(
         app.refund(refund_req(&unknown, None, "r-u"), &admin).await,
         Code::NotFound,
     );
-    assert_code(
+    refused(
         app.refund(refund_req(&unknown, None, "r-u"), &token).await,
         Code::PermissionDenied,
     );
@@ -180,7 +179,7 @@ async fn refunds_are_for_owners_and_admins(db: TestDb) {
     let (user, token) = customer();
     let (_, stranger) = customer();
     let paid = app.paid(&user, &token, 1000).await;
-    assert_code(
+    refused(
         app.refund(refund_req(&paid.id, Some(100), "r-s"), &stranger)
             .await,
         Code::PermissionDenied,

@@ -1,17 +1,8 @@
 //! What every Emporium server provides around the API, checked once here for
 //! the payment service: health, reflection, the admin port.
 
-use emporium_common::rpc::{
-    health::{
-        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-    },
-    reflection::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-    },
-};
-use emporium_testkit::{TestDb, http_get};
-use futures::StreamExt as _;
+use emporium_common::rpc::health::health_check_response::ServingStatus;
+use emporium_testkit::{TestDb, health_status, http_get, reflected_services};
 
 use crate::app;
 
@@ -19,34 +10,12 @@ use crate::app;
 async fn health_reflection_and_probes_are_served() {
     let app = app(TestDb::sqlite()).await;
     let channel = app.svc.channel().await;
-    let mut health = HealthClient::new(channel.clone());
     for service in ["", "emporium.payment.v1.PaymentService"] {
-        let r = health
-            .check(HealthCheckRequest {
-                service: service.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(r.status(), ServingStatus::Serving, "{service:?}");
+        let status = health_status(channel.clone(), service).await.unwrap();
+        assert_eq!(status, ServingStatus::Serving, "{service:?}");
     }
 
-    let mut reflection = ServerReflectionClient::new(channel);
-    let req = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = reflection
-        .server_reflection_info(futures::stream::iter([req]))
-        .await
-        .unwrap()
-        .into_inner();
-    let r = responses.next().await.unwrap().unwrap();
-    let Some(MessageResponse::ListServicesResponse(list)) = r.message_response else {
-        panic!("{r:?}")
-    };
-    let mut names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
-    names.sort();
+    let names = reflected_services(channel).await;
     assert_eq!(
         names,
         [

@@ -7,7 +7,7 @@ use emporium_common::rpc::Code;
 use emporium_testkit::{TestDb, backend_tests};
 
 use crate::{
-    Counting, app_with, assert_code, charge_req, common_pb, customer, new_id, pb, refund_req,
+    Counting, app_with, charge_req, common_pb, customer, new_id, pb, refund_req, refused,
     violated_fields,
 };
 
@@ -77,10 +77,10 @@ async fn charge_names_every_invalid_field(db: TestDb) {
         ),
     ];
     for (req, fields) in cases {
-        let s = assert_code(app.charge(req.clone(), &admin).await, Code::InvalidArgument);
+        let s = refused(app.charge(req.clone(), &admin).await, Code::InvalidArgument);
         assert_eq!(violated_fields(&s), fields, "{req:?}");
     }
-    let s = assert_code(
+    let s = refused(
         app.charge(charge_req(&order, &user, 1, "pm_card_visa", "k"), &admin)
             .await,
         Code::InvalidArgument,
@@ -138,7 +138,7 @@ async fn refund_names_every_invalid_field(db: TestDb) {
             vec!["reason"],
         ),
     ] {
-        let s = assert_code(app.refund(req.clone(), &admin).await, Code::InvalidArgument);
+        let s = refused(app.refund(req.clone(), &admin).await, Code::InvalidArgument);
         assert_eq!(violated_fields(&s), fields, "{req:?}");
     }
     let payment = app.get(&paid.id, &admin).await.unwrap();

@@ -3,7 +3,7 @@
 use emporium_common::rpc::Code;
 use emporium_testkit::{TestDb, backend_tests, bearer};
 
-use crate::{app, assert_code, pb, violated_fields};
+use crate::{app, pb, refused, violated_fields};
 
 backend_tests!(
     sign_up_creates_an_active_customer,
@@ -35,7 +35,7 @@ async fn sign_up_creates_an_active_customer(db: TestDb) {
 
 async fn sign_up_names_every_invalid_field(db: TestDb) {
     let mut app = app(db).await;
-    let s = assert_code(
+    let s = refused(
         app.client
             .create_user(pb::CreateUserRequest {
                 email: "not-an-email".into(),
@@ -60,7 +60,7 @@ async fn emails_are_unique_case_insensitively(db: TestDb) {
             password: "password-2".into(),
         })
         .await;
-    assert_code(r, Code::AlreadyExists);
+    refused(r, Code::AlreadyExists);
     // Sign-in is case-insensitive too, and the first account is intact.
     let auth = app.login("Dup@EXAMPLE.com", "password-1").await;
     assert_eq!(auth.user.unwrap().name, "First");
@@ -71,17 +71,17 @@ async fn customers_see_only_themselves(db: TestDb) {
     let (alice, alice_token) = app.customer("alice@example.com").await;
     let (bob, _) = app.customer("bob@example.com").await;
     assert_eq!(app.get(&alice.id, &alice_token).await.unwrap().id, alice.id);
-    assert_code(app.get(&bob.id, &alice_token).await, Code::PermissionDenied);
+    refused(app.get(&bob.id, &alice_token).await, Code::PermissionDenied);
     // Not even existence leaks: an unknown id answers the same for a customer.
     let unknown = uuid::Uuid::now_v7().to_string();
-    assert_code(
+    refused(
         app.get(&unknown, &alice_token).await,
         Code::PermissionDenied,
     );
     // Admins see everyone; unknown ids are NOT_FOUND for them.
     let admin = app.admin_token.clone();
     assert_eq!(app.get(&bob.id, &admin).await.unwrap().id, bob.id);
-    assert_code(app.get(&unknown, &admin).await, Code::NotFound);
+    refused(app.get(&unknown, &admin).await, Code::NotFound);
 }
 
 async fn ids_are_validated(db: TestDb) {
@@ -94,7 +94,7 @@ async fn ids_are_validated(db: TestDb) {
         "\0\0\0",
         "ü",
     ] {
-        let s = assert_code(app.get(bad, &admin).await, Code::InvalidArgument);
+        let s = refused(app.get(bad, &admin).await, Code::InvalidArgument);
         assert_eq!(violated_fields(&s), ["user_id"], "{bad:?}");
     }
 }
@@ -140,7 +140,7 @@ async fn update_changes_only_present_fields(db: TestDb) {
         .await
         .unwrap();
     app.login("me@example.com", "brand-new-pw").await;
-    assert_code(
+    refused(
         app.client
             .authenticate(pb::AuthenticateRequest {
                 email: "me@example.com".into(),
@@ -164,11 +164,11 @@ async fn update_changes_only_present_fields(db: TestDb) {
             &token,
         ))
         .await;
-    assert_code(r, Code::AlreadyExists);
+    refused(r, Code::AlreadyExists);
     assert_eq!(app.get(&me.id, &token).await.unwrap().name, "New Name");
 
     // Invalid present fields are named; absent ones are not validated.
-    let s = assert_code(
+    let s = refused(
         app.client
             .update_user(bearer(
                 pb::UpdateUserRequest {
@@ -195,7 +195,7 @@ async fn only_admins_change_roles_and_active(db: TestDb) {
         }),
         ..Default::default()
     };
-    assert_code(
+    refused(
         app.client
             .update_user(bearer(promote.clone(), &token))
             .await,
@@ -216,7 +216,7 @@ async fn only_admins_change_roles_and_active(db: TestDb) {
     let tokens = emporium_testkit::tokens();
     assert!(tokens.verify(&auth.access_token).unwrap().is_admin());
 
-    let s = assert_code(
+    let s = refused(
         app.client
             .update_user(bearer(
                 pb::UpdateUserRequest {
@@ -252,7 +252,7 @@ async fn deactivated_users_cannot_sign_in(db: TestDb) {
         .user
         .unwrap();
     assert!(!user.active);
-    let s = assert_code(
+    let s = refused(
         app.client
             .authenticate(pb::AuthenticateRequest {
                 email: "leaving@example.com".into(),
@@ -268,7 +268,7 @@ async fn delete_removes_the_user(db: TestDb) {
     let mut app = app(db).await;
     let (me, token) = app.customer("gone@example.com").await;
     let (other, _) = app.customer("stays@example.com").await;
-    assert_code(
+    refused(
         app.client
             .delete_user(bearer(
                 pb::DeleteUserRequest {
@@ -289,8 +289,8 @@ async fn delete_removes_the_user(db: TestDb) {
         .await
         .unwrap();
     let admin = app.admin_token.clone();
-    assert_code(app.get(&me.id, &admin).await, Code::NotFound);
-    assert_code(
+    refused(app.get(&me.id, &admin).await, Code::NotFound);
+    refused(
         app.client
             .delete_user(bearer(
                 pb::DeleteUserRequest {

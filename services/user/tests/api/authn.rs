@@ -7,7 +7,7 @@ use emporium_common::{
 };
 use emporium_testkit::{TestDb, backend_tests, bearer};
 
-use crate::{ADMIN_EMAIL, app, assert_code, pb, violated_fields};
+use crate::{ADMIN_EMAIL, app, pb, refused, violated_fields};
 
 backend_tests!(
     authenticate_issues_a_token_for_the_user,
@@ -50,7 +50,7 @@ async fn wrong_password_and_unknown_email_look_the_same(db: TestDb) {
         ("known@example.com", "wrong-password"),
         ("unknown@example.com", "password-1"),
     ] {
-        let s = assert_code(
+        let s = refused(
             app.client
                 .authenticate(pb::AuthenticateRequest {
                     email: email.into(),
@@ -66,7 +66,7 @@ async fn wrong_password_and_unknown_email_look_the_same(db: TestDb) {
 
 async fn authenticate_requires_both_fields(db: TestDb) {
     let mut app = app(db).await;
-    let s = assert_code(
+    let s = refused(
         app.client
             .authenticate(pb::AuthenticateRequest::default())
             .await,
@@ -79,7 +79,7 @@ async fn calls_without_a_valid_token_are_unauthenticated(db: TestDb) {
     let mut app = app(db).await;
     let id = app.admin_id.clone();
     // No token at all.
-    assert_code(
+    refused(
         app.client
             .get_user(pb::GetUserRequest {
                 user_id: id.clone(),
@@ -97,7 +97,7 @@ async fn calls_without_a_valid_token_are_unauthenticated(db: TestDb) {
     .unwrap()
     .token;
     for token in ["garbage", "a.b.c", foreign.as_str()] {
-        assert_code(app.get(&id, token).await, Code::Unauthenticated);
+        refused(app.get(&id, token).await, Code::Unauthenticated);
     }
     let mut req = Request::new(pb::GetUserRequest {
         user_id: id.clone(),
@@ -106,13 +106,13 @@ async fn calls_without_a_valid_token_are_unauthenticated(db: TestDb) {
         "authorization",
         format!("Basic {}", app.admin_token).parse().unwrap(),
     );
-    assert_code(app.client.get_user(req).await, Code::Unauthenticated);
+    refused(app.client.get_user(req).await, Code::Unauthenticated);
     // Every protected RPC is gated, including the stream and the list.
-    assert_code(
+    refused(
         app.client.list_users(pb::ListUsersRequest::default()).await,
         Code::Unauthenticated,
     );
-    assert_code(
+    refused(
         app.client
             .stream_users(futures::stream::empty::<pb::StreamUsersRequest>())
             .await,
@@ -184,7 +184,7 @@ async fn a_demoted_admin_or_deactivated_user_loses_rights_here_at_once(db: TestD
         .update_user(bearer(set(None, Some(vec![pb::Role::Customer])), &root))
         .await
         .unwrap();
-    assert_code(
+    refused(
         app.client.list_users(bearer(list(), &bobs)).await,
         Code::PermissionDenied,
     );
@@ -195,5 +195,5 @@ async fn a_demoted_admin_or_deactivated_user_loses_rights_here_at_once(db: TestD
         .update_user(bearer(set(Some(false), None), &root))
         .await
         .unwrap();
-    assert_code(app.get(&bob.id, &bobs).await, Code::Unauthenticated);
+    refused(app.get(&bob.id, &bobs).await, Code::Unauthenticated);
 }

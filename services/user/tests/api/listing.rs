@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use emporium_common::rpc::Code;
 use emporium_testkit::{TestDb, backend_tests, bearer};
 
-use crate::{app, assert_code, pb, violated_fields};
+use crate::{app, pb, refused, violated_fields};
 
 backend_tests!(
     pages_cover_every_user_once_in_order,
@@ -74,7 +74,7 @@ async fn pages_cover_every_user_once_in_order(db: TestDb) {
 async fn listing_is_admin_only_and_validated(db: TestDb) {
     let mut app = app(db).await;
     let (_, customer) = app.customer("nosy@example.com").await;
-    assert_code(
+    refused(
         app.client
             .list_users(bearer(pb::ListUsersRequest::default(), &customer))
             .await,
@@ -112,7 +112,7 @@ async fn listing_is_admin_only_and_validated(db: TestDb) {
             "page_token",
         ),
     ] {
-        let s = assert_code(
+        let s = refused(
             app.client.list_users(bearer(req, &admin)).await,
             Code::InvalidArgument,
         );

@@ -11,9 +11,10 @@ mod server;
 mod store;
 mod stream;
 
-use emporium_common::rpc::{Channel, Code, Status};
+use emporium_common::rpc::{Channel, Status};
 use emporium_proto::user::v1 as pb;
 use emporium_testkit::{Spawned, TestDb, bearer, spawn_user};
+pub(crate) use emporium_testkit::{refused, violated_fields};
 use pb::user_service_client::UserServiceClient;
 
 pub(crate) const ADMIN_EMAIL: &str = "admin@emporium.test";
@@ -85,25 +86,4 @@ impl App {
             .await
             .map(|r| r.into_inner().user.expect("user"))
     }
-}
-
-/// Asserts the code, and that the message leaks nothing internal.
-#[track_caller]
-pub(crate) fn assert_code<T: std::fmt::Debug>(r: Result<T, Status>, code: Code) -> Status {
-    let s = r.expect_err("expected an error status");
-    assert_eq!(s.code(), code, "{s:?}");
-    for leak in [
-        "SELECT", "INSERT", "UPDATE ", "sqlx", "panicked", "/src/", ".rs:",
-    ] {
-        assert!(!s.message().contains(leak), "status leaks internals: {s:?}");
-    }
-    s
-}
-
-/// The fields named by a status's BadRequest detail.
-pub(crate) fn violated_fields(s: &Status) -> Vec<String> {
-    use emporium_common::rpc::StatusExt as _;
-    s.get_details_bad_request()
-        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
-        .unwrap_or_default()
 }

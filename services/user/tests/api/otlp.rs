@@ -6,7 +6,6 @@
 
 use std::{
     net::SocketAddr,
-    process::Command,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -21,10 +20,9 @@ use opentelemetry_proto::tonic::{
     trace::v1::span::SpanKind,
 };
 
-use crate::{
-    ADMIN_EMAIL, ADMIN_PASSWORD, pb,
-    process::{Reaper, command, start_command, wait_exit},
-};
+use emporium_testkit::process::Process;
+
+use crate::{ADMIN_EMAIL, ADMIN_PASSWORD, pb, process::command};
 
 const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
 const PARENT_ID: &str = "b7ad6b7169203331";
@@ -88,16 +86,8 @@ async fn authenticate(addr: SocketAddr, traceparent: Option<&str>) {
 
 /// SIGTERM, then a clean exit within the drain, the grace and the bounded
 /// flush (a hang fails the test rather than blocking it).
-async fn stop(mut reaper: Reaper) {
-    let ok = Command::new("kill")
-        .args(["-TERM", &reaper.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let status =
-        tokio::task::spawn_blocking(move || wait_exit(&mut reaper.0, Duration::from_secs(30)))
-            .await
-            .unwrap();
+async fn stop(process: &mut Process) {
+    let status = process.terminate(Duration::from_secs(30)).await;
     assert!(status.success(), "{status:?}");
 }
 
@@ -114,14 +104,15 @@ async fn spans_reach_the_collector_named_by_otel_variables_and_are_flushed_at_ex
     // Nothing is sent on a timer during the test: only the flush at exit
     // can deliver the span.
     .env("OTEL_BSP_SCHEDULE_DELAY", "600000");
-    let (reaper, addr, logs) = start_command(cmd);
+    let mut process = Process::start(cmd);
+    let addr = process.grpc;
 
     authenticate(addr, Some(&format!("00-{TRACE_ID}-{PARENT_ID}-01"))).await;
     assert!(
         received.0.lock().unwrap().is_empty(),
         "spans went out before shutdown, so this test would not prove the flush"
     );
-    stop(reaper).await;
+    stop(&mut process).await;
 
     let exports = received.0.lock().unwrap().clone();
     let resource_spans: Vec<_> = exports.iter().flat_map(|e| &e.resource_spans).collect();
@@ -164,9 +155,10 @@ async fn spans_reach_the_collector_named_by_otel_variables_and_are_flushed_at_ex
 
     // The access line of that call names the same trace and the server span.
     let span_id = hex(&server.span_id);
-    let access = logs
-        .try_iter()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
+    let access = process
+        .logs()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|l| l["message"] == "rpc finished" && l["rpc.method"] == "Authenticate")
         .expect("an access line for Authenticate");
     assert_eq!(access["trace_id"], TRACE_ID, "{access}");
@@ -184,11 +176,12 @@ async fn the_sampler_comes_from_otel_traces_sampler() {
         format!("http://{collector_addr}"),
     )
     .env("OTEL_TRACES_SAMPLER", "always_off");
-    let (reaper, addr, _logs) = start_command(cmd);
+    let mut process = Process::start(cmd);
+    let addr = process.grpc;
     // Even a caller that sampled its trace is not recorded under always_off.
     authenticate(addr, Some(&format!("00-{TRACE_ID}-{PARENT_ID}-01"))).await;
     authenticate(addr, None).await;
-    stop(reaper).await;
+    stop(&mut process).await;
     let spans: usize = received
         .0
         .lock()
@@ -220,7 +213,8 @@ async fn a_collector_that_never_answers_costs_the_calls_nothing() {
         format!("http://{silent_addr}"),
     )
     .env("OTEL_BSP_SCHEDULE_DELAY", "10");
-    let (reaper, addr, _logs) = start_command(cmd);
+    let mut process = Process::start(cmd);
+    let addr = process.grpc;
     for _ in 0..20 {
         authenticate(addr, None).await;
     }
@@ -229,7 +223,7 @@ async fn a_collector_that_never_answers_costs_the_calls_nothing() {
         "the exporter never tried the collector"
     );
     // Shutdown waits for the flush only so long, then exits cleanly.
-    stop(reaper).await;
+    stop(&mut process).await;
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -6,12 +6,8 @@ use emporium_common::rpc::{
     health::{
         HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
     },
-    reflection::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-    },
 };
-use emporium_testkit::{TestDb, bearer, http_get};
+use emporium_testkit::{TestDb, bearer, health_status, http_get, reflected_services};
 use futures::StreamExt as _;
 use pb::{stream_users_request::Operation, stream_users_response::Result as Out};
 use tokio::sync::mpsc;
@@ -22,21 +18,13 @@ use crate::{app, pb};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_reports_serving_for_the_server_and_the_service() {
     let app = app(TestDb::sqlite()).await;
-    let mut health = HealthClient::new(app.svc.channel().await);
     for service in ["", "emporium.user.v1.UserService"] {
-        let r = health
-            .check(HealthCheckRequest {
-                service: service.into(),
-            })
+        let status = health_status(app.svc.channel().await, service)
             .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(r.status(), ServingStatus::Serving, "{service:?}");
+            .unwrap();
+        assert_eq!(status, ServingStatus::Serving, "{service:?}");
     }
-    let s = health
-        .check(HealthCheckRequest {
-            service: "no.such.Service".into(),
-        })
+    let s = health_status(app.svc.channel().await, "no.such.Service")
         .await
         .unwrap_err();
     assert_eq!(s.code(), Code::NotFound);
@@ -45,22 +33,7 @@ async fn health_reports_serving_for_the_server_and_the_service() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reflection_lists_only_what_is_served() {
     let app = app(TestDb::sqlite()).await;
-    let mut client = ServerReflectionClient::new(app.svc.channel().await);
-    let req = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = client
-        .server_reflection_info(futures::stream::iter([req]))
-        .await
-        .unwrap()
-        .into_inner();
-    let r = responses.next().await.unwrap().unwrap();
-    let Some(MessageResponse::ListServicesResponse(list)) = r.message_response else {
-        panic!("{r:?}")
-    };
-    let mut names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
-    names.sort();
+    let names = reflected_services(app.svc.channel().await).await;
     assert_eq!(
         names,
         [

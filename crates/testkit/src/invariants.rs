@@ -14,19 +14,21 @@ use emporium_common::{
     db::Db,
 };
 
+use crate::eventually;
+
 /// Where each service keeps its data.
 #[derive(Debug, Clone)]
-pub(crate) struct Dbs {
-    pub(crate) order: String,
-    pub(crate) inventory: String,
-    pub(crate) payment: String,
+pub struct Dbs {
+    pub order: String,
+    pub inventory: String,
+    pub payment: String,
 }
 
 /// What the check saw, for the test's own assertions.
 #[derive(Debug, Default)]
-pub(crate) struct Totals {
-    pub(crate) confirmed: usize,
-    pub(crate) cancelled: usize,
+pub struct Totals {
+    pub confirmed: usize,
+    pub cancelled: usize,
 }
 
 fn config(url: &str) -> DatabaseConfig {
@@ -43,29 +45,24 @@ async fn open(url: &str) -> Db {
         .expect("open a service database")
 }
 
-pub(crate) async fn check_invariants(dbs: &Dbs, settle: Duration) -> Totals {
+/// Waits (at most `settle`) until every order is settled, then checks every
+/// invariant above; panics on the first one broken.
+pub async fn check_invariants(dbs: &Dbs, settle: Duration) -> Totals {
     let orders_db = open(&dbs.order).await;
     let payment_db = open(&dbs.payment).await;
 
     // Sagas finish in the background (compensation may outlive the call): wait,
     // bounded, for every order to settle.
-    let deadline = std::time::Instant::now() + settle;
-    loop {
+    eventually(settle, || async {
         let (unsettled,): (i64,) = sqlx::query_as(
             "SELECT COUNT(*) FROM orders WHERE status = 'PENDING' OR step <> 'done'",
         )
         .fetch_one(orders_db.reader())
         .await
         .unwrap();
-        if unsettled == 0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{unsettled} orders still unsettled after {settle:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (unsettled == 0).then_some(())
+    })
+    .await;
 
     let orders: Vec<(String, String, Option<i64>)> =
         sqlx::query_as("SELECT id, status, total FROM orders")
