@@ -12,7 +12,12 @@
 //! (an HS256 token under the service kid, say) are refused. `iss`, `aud`, `exp`
 //! and `nbf` are required, with `auth.leeway_secs` of clock skew.
 
-use std::{collections::HashMap, fmt, sync::Arc};
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -23,8 +28,14 @@ use crate::config::AuthConfig;
 /// The service whose tokens the internal RPCs accept.
 pub const ORDER_SERVICE: &str = "order";
 
-/// Lifetime of a service token: one saga step's worth, renewed per call.
-const SERVICE_TOKEN_TTL_SECS: u64 = 300;
+/// Longest life a service token may be given: one call's deadline, not a
+/// session (they are minted per call).
+pub const MAX_SERVICE_TOKEN_TTL: Duration = Duration::from_secs(60);
+
+/// The audience of service tokens meant for the service `name`.
+pub fn service_audience(name: &str) -> String {
+    format!("emporium-{name}")
+}
 
 /// What a caller may do. Carried in tokens as lowercase strings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -116,7 +127,14 @@ pub fn caller<T>(req: &tonic::Request<T>) -> Result<Caller, tonic::Status> {
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     sub: String,
+    /// User tokens only: a service token's rights come from which service it
+    /// is and whom it acts for, never from a claim it carries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     roles: Vec<String>,
+    /// Service tokens: a unique id, so a replay within the token's life is
+    /// refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    jti: Option<String>,
     iss: String,
     aud: String,
     iat: u64,
@@ -142,6 +160,33 @@ pub enum TokenError {
     Key(String),
 }
 
+/// The ids of the service tokens accepted so far, kept until each token has
+/// expired (plus the clock leeway), after which a replay fails on `exp` anyway.
+#[derive(Debug, Default)]
+struct SeenTokens {
+    until: HashMap<String, u64>,
+    /// Size at which expired ids are next swept out: doubling keeps the sweep's
+    /// cost constant per token.
+    sweep_at: usize,
+}
+
+impl SeenTokens {
+    /// Records `jti`; `false` if it was seen and has not expired.
+    fn first_use(&mut self, jti: &str, until: u64, now: u64) -> bool {
+        if self.until.len() >= self.sweep_at.max(1_024) {
+            self.until.retain(|_, u| *u >= now);
+            self.sweep_at = self.until.len() * 2;
+        }
+        match self.until.get(jti) {
+            Some(u) if *u >= now => false,
+            _ => {
+                self.until.insert(jti.to_owned(), until);
+                true
+            }
+        }
+    }
+}
+
 /// A signed token and when it expires (seconds since the epoch).
 #[derive(Debug, Clone)]
 pub struct IssuedToken {
@@ -164,6 +209,12 @@ struct UserKey {
 }
 
 struct Inner {
+    /// The service this process is: only service tokens minted for it (their
+    /// `aud`) are accepted. `None` accepts no service token at all.
+    this_service: Option<String>,
+    /// Ids of service tokens already accepted, with when each may be forgotten.
+    seen: Mutex<SeenTokens>,
+    leeway_secs: u64,
     encoding: EncodingKey,
     key_id: String,
     user_keys: HashMap<String, UserKey>,
@@ -230,6 +281,9 @@ impl Tokens {
         };
         Ok(Self {
             inner: Arc::new(Inner {
+                this_service: None,
+                seen: Mutex::default(),
+                leeway_secs: config.leeway_secs,
                 encoding: EncodingKey::from_secret(secret),
                 key_id: config.key_id.clone(),
                 user_keys,
@@ -245,11 +299,21 @@ impl Tokens {
         })
     }
 
+    /// The same keys, verifying as the service `name`: service tokens are
+    /// accepted only when minted for it.
+    pub fn for_service(config: &AuthConfig, name: &str) -> Result<Self, TokenError> {
+        let mut tokens = Self::new(config)?;
+        let inner = Arc::get_mut(&mut tokens.inner).expect("just built");
+        inner.this_service = Some(name.to_owned());
+        Ok(tokens)
+    }
+
     fn claims(&self, sub: String, roles: &[Role], ttl: u64, obo: Option<Uuid>) -> Claims {
         let now = jsonwebtoken::get_current_timestamp();
         Claims {
             sub,
             roles: roles.iter().map(|r| r.as_str().to_owned()).collect(),
+            jti: None,
             iss: self.inner.issuer.clone(),
             aud: self.inner.audience.clone(),
             iat: now,
@@ -273,25 +337,31 @@ impl Tokens {
         })
     }
 
-    /// Signs a service token: `service` calling on behalf of `user_id` with the
-    /// user's `roles`. Only a service configured with the private key can.
+    /// Signs a service token: `service` calling `peer` on behalf of `user_id`,
+    /// for one call: `aud` is the peer alone, it carries a unique `jti`, and it
+    /// lives `ttl` (the call's deadline; at most [`MAX_SERVICE_TOKEN_TTL`], at
+    /// least a second). Only a service configured with the private key can.
     pub fn issue_service(
         &self,
         service: &str,
+        peer: &str,
         user_id: Uuid,
-        roles: &[Role],
+        ttl: Duration,
     ) -> Result<IssuedToken, TokenError> {
         let key = self
             .inner
             .service_encoding
             .as_ref()
             .ok_or_else(|| TokenError::Sign("no auth.service_private_key configured".into()))?;
-        let claims = self.claims(
+        let ttl = ttl.clamp(Duration::from_secs(1), MAX_SERVICE_TOKEN_TTL);
+        let mut claims = self.claims(
             format!("service:{service}"),
-            roles,
-            SERVICE_TOKEN_TTL_SECS,
+            &[],
+            ttl.as_secs_f64().ceil() as u64,
             Some(user_id),
         );
+        claims.aud = service_audience(peer);
+        claims.jti = Some(Uuid::now_v7().to_string());
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.inner.service_key_id.clone());
         let token = jsonwebtoken::encode(&header, &claims, key)
@@ -308,12 +378,16 @@ impl Tokens {
         let header = jsonwebtoken::decode_header(token).map_err(|e| reject(&e.to_string()))?;
         let kid = header.kid.ok_or_else(|| reject("no kid"))?;
         let (claims, service) = if kid == self.inner.service_key_id {
-            let data = jsonwebtoken::decode::<Claims>(
-                token,
-                &self.inner.service_decoding,
-                &self.inner.service_validation,
-            )
-            .map_err(|e| reject(&e.to_string()))?;
+            let me = self
+                .inner
+                .this_service
+                .as_deref()
+                .ok_or_else(|| reject("this process accepts no service tokens"))?;
+            let mut validation = self.inner.service_validation.clone();
+            validation.set_audience(&[service_audience(me)]);
+            let data =
+                jsonwebtoken::decode::<Claims>(token, &self.inner.service_decoding, &validation)
+                    .map_err(|e| reject(&e.to_string()))?;
             let name = data
                 .claims
                 .sub
@@ -321,6 +395,24 @@ impl Tokens {
                 .filter(|n| !n.is_empty())
                 .ok_or_else(|| reject("service token without a service subject"))?
                 .to_owned();
+            let jti = data
+                .claims
+                .jti
+                .as_deref()
+                .ok_or_else(|| reject("service token without a jti"))?;
+            if !self
+                .inner
+                .seen
+                .lock()
+                .expect("seen tokens poisoned")
+                .first_use(
+                    jti,
+                    data.claims.exp + self.inner.leeway_secs,
+                    jsonwebtoken::get_current_timestamp(),
+                )
+            {
+                return Err(reject("service token replayed"));
+            }
             (data.claims, Some(name))
         } else {
             let key = self
@@ -350,6 +442,15 @@ impl Tokens {
             None => claims.sub.as_str(),
         };
         let user_id = Uuid::parse_str(user).map_err(|_| reject("user is not a uuid"))?;
+        if service.is_some() {
+            // A service acts with the rights of a customer on the user it names.
+            return Ok(Caller {
+                user_id,
+                roles: vec![Role::Customer],
+                service,
+                certificate: None,
+            });
+        }
         let mut roles = Vec::new();
         for r in &claims.roles {
             let role = Role::parse(r).ok_or_else(|| reject(&format!("unknown role {r:?}")))?;
@@ -450,27 +551,142 @@ mod tests {
         }
     }
 
+    const CALL: Duration = Duration::from_secs(5);
+
     #[test]
     fn service_tokens_name_the_service_and_the_user() {
         let order = Tokens::new(&with_service_key()).unwrap();
-        let verifier = Tokens::new(&config()).unwrap();
+        let inventory = Tokens::for_service(&config(), "inventory").unwrap();
         let user = Uuid::now_v7();
         let t = order
-            .issue_service("order", user, &[Role::Customer])
+            .issue_service("order", "inventory", user, CALL)
             .unwrap();
-        let caller = verifier.verify(&t.token).unwrap();
+        let caller = inventory.verify(&t.token).unwrap();
         assert_eq!(caller.user_id, user);
         assert!(caller.is_service("order"));
         assert!(!caller.is_admin());
         // A service without the private key cannot mint one.
         assert!(
-            verifier
-                .issue_service("order", user, &[Role::Customer])
+            inventory
+                .issue_service("order", "inventory", user, CALL)
                 .is_err()
         );
         // User tokens are never service tokens.
-        let t = verifier.issue(user, &[Role::Admin]).unwrap();
-        assert_eq!(verifier.verify(&t.token).unwrap().service, None);
+        let t = inventory.issue(user, &[Role::Admin]).unwrap();
+        assert_eq!(inventory.verify(&t.token).unwrap().service, None);
+    }
+
+    #[test]
+    fn a_service_token_works_once_for_the_one_peer_it_was_minted_for() {
+        let order = Tokens::new(&with_service_key()).unwrap();
+        let payment = Tokens::for_service(&config(), "payment").unwrap();
+        let inventory = Tokens::for_service(&config(), "inventory").unwrap();
+        let user_service = Tokens::for_service(&config(), "user").unwrap();
+        let user = Uuid::now_v7();
+        let for_inventory = order
+            .issue_service("order", "inventory", user, CALL)
+            .unwrap()
+            .token;
+        // Refused by the other peers (whoever receives one cannot replay it to
+        // payment's Refund), and by a process that is no service at all.
+        assert!(payment.verify(&for_inventory).is_err());
+        assert!(user_service.verify(&for_inventory).is_err());
+        assert!(
+            Tokens::new(&config())
+                .unwrap()
+                .verify(&for_inventory)
+                .is_err()
+        );
+        // Accepted once by its peer; the same token again is a replay.
+        inventory.verify(&for_inventory).unwrap();
+        let replay = inventory.verify(&for_inventory).unwrap_err();
+        assert!(replay.to_string().contains("replayed"), "{replay}");
+        // Each call gets its own.
+        let next = order
+            .issue_service("order", "inventory", user, CALL)
+            .unwrap()
+            .token;
+        inventory.verify(&next).unwrap();
+    }
+
+    #[test]
+    fn a_service_token_lives_one_call_and_claims_no_roles() {
+        let order = Tokens::new(&with_service_key()).unwrap();
+        let t = order
+            .issue_service("order", "payment", Uuid::now_v7(), CALL)
+            .unwrap();
+        let now = jsonwebtoken::get_current_timestamp();
+        assert!(
+            (now + 4..=now + 6).contains(&t.expires_at),
+            "{}",
+            t.expires_at
+        );
+        let long = order
+            .issue_service(
+                "order",
+                "payment",
+                Uuid::now_v7(),
+                Duration::from_secs(3600),
+            )
+            .unwrap();
+        assert!(long.expires_at <= now + MAX_SERVICE_TOKEN_TTL.as_secs() + 1);
+        use base64::Engine as _;
+        let payload = t.token.split('.').nth(1).unwrap();
+        let claims: serde_json::Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(claims.get("roles").is_none(), "{claims}");
+        assert_eq!(claims["aud"], "emporium-payment");
+        assert!(claims["jti"].is_string());
+    }
+
+    #[test]
+    fn rights_come_from_the_service_never_from_a_roles_claim() {
+        // A token signed with the service key that claims admin (as the
+        // development key's holders could forge) is a customer's rights on the
+        // user it names.
+        let cfg = with_service_key();
+        let now = jsonwebtoken::get_current_timestamp();
+        let claims = Claims {
+            sub: "service:order".into(),
+            roles: vec!["admin".into()],
+            jti: Some(Uuid::now_v7().to_string()),
+            iss: cfg.issuer.clone(),
+            aud: service_audience("inventory"),
+            iat: now,
+            nbf: now,
+            exp: now + 10,
+            obo: Some(Uuid::now_v7().to_string()),
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(cfg.service_key_id.clone());
+        let key =
+            EncodingKey::from_ed_pem(crate::config::DEV_SERVICE_PRIVATE_KEY.as_bytes()).unwrap();
+        let token = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+        let caller = Tokens::for_service(&cfg, "inventory")
+            .unwrap()
+            .verify(&token)
+            .unwrap();
+        assert!(!caller.is_admin());
+        assert_eq!(caller.roles, [Role::Customer]);
+    }
+
+    #[test]
+    fn a_token_forged_with_the_development_key_is_refused_by_a_production_key() {
+        let forger = Tokens::new(&with_service_key()).unwrap();
+        let forged = forger
+            .issue_service("order", "payment", Uuid::now_v7(), CALL)
+            .unwrap()
+            .token;
+        let production = AuthConfig {
+            service_public_key: "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAjWqflosjhsXT5i3MlZCNLYgwJVSifjIZLA/wpjztVDI=\n-----END PUBLIC KEY-----\n".into(),
+            ..config()
+        };
+        let payment = Tokens::for_service(&production, "payment").unwrap();
+        assert!(payment.verify(&forged).is_err());
     }
 
     #[test]
@@ -478,11 +694,11 @@ mod tests {
         // Algorithm switching: sign with the (public) HMAC secret but claim the
         // service key id.
         let cfg = config();
-        let tokens = Tokens::new(&cfg).unwrap();
         let now = jsonwebtoken::get_current_timestamp();
         let claims = Claims {
             sub: "service:order".into(),
             roles: vec!["customer".into()],
+            jti: Some(Uuid::now_v7().to_string()),
             iss: cfg.issuer.clone(),
             aud: cfg.audience.clone(),
             iat: now,
@@ -492,6 +708,7 @@ mod tests {
         };
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(cfg.service_key_id.clone());
+        let tokens = Tokens::for_service(&cfg, "inventory").unwrap();
         let forged = jsonwebtoken::encode(
             &header,
             &claims,

@@ -156,16 +156,19 @@ pub type Malformed = (&'static str, &'static str, Vec<u8>, Code);
 pub async fn refuse_malformed<F, Fut>(
     channel: &Channel,
     path: impl Fn(&str) -> String,
-    token: Option<&str>,
+    token: impl Fn() -> Option<String>,
     cases: Vec<Malformed>,
     normal: F,
 ) where
     F: FnMut(&'static str) -> Fut,
     Fut: Future<Output = ()>,
 {
+    // A token per case: service tokens work once.
+    let tokens: Vec<Option<String>> = cases.iter().map(|_| token()).collect();
     let cases = cases
         .into_iter()
-        .map(|(what, method, body, code)| (what, method, token, body, code))
+        .zip(&tokens)
+        .map(|((what, method, body, code), token)| (what, method, token.as_deref(), body, code))
         .collect();
     refuse_malformed_each(channel, path, cases, normal).await;
 }

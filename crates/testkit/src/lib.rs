@@ -135,11 +135,13 @@ pub fn admin_token() -> String {
         .token
 }
 
-/// A service token of the order service acting for customer `user`: the only
-/// caller the reservation, charge and refund RPCs accept.
-pub fn order_service_token(user: uuid::Uuid) -> String {
+/// A service token of the order service acting for customer `user`, for one
+/// call to `peer` (`inventory`, `payment`, `user`): the only caller the
+/// reservation, charge and refund RPCs accept. Each call needs its own (a
+/// second use is a replay, refused).
+pub fn order_service_token(peer: &str, user: uuid::Uuid) -> String {
     tokens()
-        .issue_service("order", user, &[emporium_common::auth::Role::Customer])
+        .issue_service("order", peer, user, std::time::Duration::from_secs(30))
         .expect("test keys sign service tokens")
         .token
 }

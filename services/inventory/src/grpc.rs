@@ -188,11 +188,8 @@ impl TryFrom<pb::ReserveStockRequest> for ReserveRequest {
                 }
             }
         }
-        v.finish()?;
-        Ok(ReserveRequest {
-            order_id: order_id.expect("no violations means the order id parsed"),
-            items,
-        })
+        let order_id = v.finish_with(order_id)?;
+        Ok(ReserveRequest { order_id, items })
     }
 }
 
@@ -357,8 +354,7 @@ impl pb::inventory_service_server::InventoryService for InventoryApi {
         let r = req.into_inner();
         let mut v = Violations::new();
         let which = product_ref(&mut v, "", r.product.as_ref().map(Named::from));
-        v.finish().map_err(Error::InvalidArgument)?;
-        let which = which.expect("no violations means the product parsed");
+        let which = v.finish_with(which).map_err(Error::InvalidArgument)?;
         let product = self.inventory.get(&which).await?;
         Ok(Response::new(pb::GetProductResponse {
             product: Some(product.into()),

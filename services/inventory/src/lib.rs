@@ -45,7 +45,7 @@ pub async fn serve(
     );
     inventory.check_catalogue_currency().await?;
 
-    let result = Server::for_service(base)?
+    let result = Server::for_service("inventory", base)?
         .readiness(db.readiness())
         .add_service(grpc::InventoryApi::new(inventory).into_server(base.server.max_message_bytes))
         .serve(listeners, shutdown)

@@ -97,7 +97,7 @@ pub async fn serve_with_peers(
         Duration::from_millis(config.saga.create_wait_ms),
         draining,
     );
-    let result = Server::for_service(base)?
+    let result = Server::for_service("order", base)?
         .readiness(db.readiness())
         .add_service(grpc::OrderApi::new(orders).into_server(base.server.max_message_bytes))
         .serve(listeners, async move {

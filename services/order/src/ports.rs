@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use emporium_common::{
-    auth::{Role, Tokens},
+    auth::{ORDER_SERVICE, Tokens},
     client::PeerChannel,
     config::PeerConfig,
     rpc::{Code, MetadataValue, Request, Status, async_trait},
@@ -17,6 +17,10 @@ use emporium_proto::{inventory::v1 as inv, payment::v1 as pay, user::v1 as usr};
 use uuid::Uuid;
 
 use crate::domain::{Currency, Money};
+
+/// How much longer than its call a service token lives: the peer checks it on
+/// arrival, which a slow network may delay a little past the deadline.
+const TOKEN_MARGIN: Duration = Duration::from_secs(2);
 
 /// How a peer call failed, by what the saga may conclude from it.
 #[derive(Debug, Clone)]
@@ -206,17 +210,20 @@ impl GrpcPeers {
         }
     }
 
-    /// A request acting for `user_id`, bounded by `timeout`.
+    /// A request to `peer` acting for `user_id`, bounded by `timeout`.
     fn request<T>(
         &self,
+        peer: &str,
         user_id: Uuid,
         msg: T,
         timeout: Duration,
     ) -> Result<Request<T>, PeerError> {
-        // The order service's own identity, acting for the order's user.
+        // The order service's own identity, acting for the order's user, for
+        // this one call to this one peer: minted per call, living as long as the
+        // call may (the peer refuses it anywhere else, or a second time).
         let token = self
             .tokens
-            .issue_service("order", user_id, &[Role::Customer])
+            .issue_service(ORDER_SERVICE, peer, user_id, timeout + TOKEN_MARGIN)
             .map_err(|e| PeerError::Refused(Status::internal(e.to_string())))?;
         let mut req = Request::new(msg);
         req.set_timeout(timeout);
@@ -231,6 +238,7 @@ impl GrpcPeers {
 impl Users for GrpcPeers {
     async fn get(&self, user_id: Uuid, timeout: Duration) -> Result<UserInfo, PeerError> {
         let req = self.request(
+            "user",
             user_id,
             usr::GetUserRequest {
                 user_id: user_id.to_string(),
@@ -269,6 +277,7 @@ impl Inventory for GrpcPeers {
             })
             .collect();
         let req = self.request(
+            "inventory",
             user_id,
             inv::ReserveStockRequest {
                 order_id: order_id.to_string(),
@@ -319,6 +328,7 @@ impl Inventory for GrpcPeers {
         timeout: Duration,
     ) -> Result<(), PeerError> {
         let req = self.request(
+            "inventory",
             user_id,
             inv::CommitReservationRequest {
                 order_id: order_id.to_string(),
@@ -339,6 +349,7 @@ impl Inventory for GrpcPeers {
         timeout: Duration,
     ) -> Result<(), PeerError> {
         let req = self.request(
+            "inventory",
             user_id,
             inv::ReleaseReservationRequest {
                 order_id: order_id.to_string(),
@@ -357,6 +368,7 @@ impl Inventory for GrpcPeers {
 impl Payments for GrpcPeers {
     async fn charge(&self, c: &ChargeRequest, timeout: Duration) -> Result<String, PeerError> {
         let req = self.request(
+            "payment",
             c.user_id,
             pay::ChargeRequest {
                 order_id: c.order_id.to_string(),
@@ -386,6 +398,7 @@ impl Payments for GrpcPeers {
         timeout: Duration,
     ) -> Result<(), PeerError> {
         let req = self.request(
+            "payment",
             user_id,
             pay::RefundRequest {
                 payment_id: payment_id.to_owned(),

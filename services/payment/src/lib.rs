@@ -62,7 +62,7 @@ pub async fn serve_with_processor(
         config.payment.claim_lease(),
     );
 
-    let result = Server::for_service(base)?
+    let result = Server::for_service("payment", base)?
         .readiness(db.readiness())
         .add_service(grpc::PaymentApi::new(payments).into_server(base.server.max_message_bytes))
         .serve(listeners, shutdown)

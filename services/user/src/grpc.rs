@@ -116,11 +116,8 @@ impl TryFrom<pb::UpdateUserRequest> for Update {
             }
         }
         changes.active = r.active;
-        v.finish()?;
-        Ok(Update {
-            id: id.expect("no violations means the id parsed"),
-            changes,
-        })
+        let id = v.finish_with(id)?;
+        Ok(Update { id, changes })
     }
 }
 

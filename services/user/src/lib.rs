@@ -46,7 +46,7 @@ pub async fn serve(
         users.bootstrap_admin(admin).await?;
     }
 
-    let result = Server::for_service(base)?
+    let result = Server::for_service("user", base)?
         .public_methods(grpc::PUBLIC_METHODS)
         .readiness(db.readiness())
         .add_service(grpc::UserApi::new(users).into_server(base.server.max_message_bytes))

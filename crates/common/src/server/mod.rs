@@ -96,10 +96,12 @@ impl Server {
         }
     }
 
-    /// A server for a service with the shared `base` settings: tokens verified
-    /// with `base.auth`, the access log as `base.telemetry` says.
-    pub fn for_service(base: &BaseConfig) -> Result<Self, crate::auth::TokenError> {
-        Ok(Self::new(&base.server, Tokens::new(&base.auth)?).access_log(base.telemetry.access_log))
+    /// The server of the service `name` (`inventory`, …) with the shared
+    /// `base` settings: tokens verified with `base.auth` (service tokens only
+    /// when minted for `name`), the access log as `base.telemetry` says.
+    pub fn for_service(name: &str, base: &BaseConfig) -> Result<Self, crate::auth::TokenError> {
+        let tokens = Tokens::for_service(&base.auth, name)?;
+        Ok(Self::new(&base.server, tokens).access_log(base.telemetry.access_log))
     }
 
     /// Adds a generated gRPC service; its health status is reported under its

@@ -23,7 +23,7 @@ async fn a_hundred_reservations_for_thirty_units_never_oversell(db: TestDb) {
     let calls: Vec<_> = (0..100)
         .map(|_| {
             let mut client = app.client.clone();
-            let token = app.order.clone();
+            let token = app.order();
             tokio::spawn(async move {
                 client
                     .reserve_stock(bearer(
@@ -58,7 +58,7 @@ async fn concurrent_retries_of_one_order_reserve_once(db: TestDb) {
     let calls: Vec<_> = (0..20)
         .map(|_| {
             let mut client = app.client.clone();
-            let token = app.order.clone();
+            let token = app.order();
             let order = order.clone();
             tokio::spawn(async move {
                 client
@@ -127,7 +127,7 @@ async fn concurrent_commit_and_release_settle_consistently(db: TestDb) {
     let mut calls = Vec::new();
     for order in &orders {
         let (mut c1, mut c2) = (app.client.clone(), app.client.clone());
-        let (t1, t2) = (app.order.clone(), app.order.clone());
+        let (t1, t2) = (app.order(), app.order());
         let (o1, o2) = (order.clone(), order.clone());
         calls.push(tokio::spawn(async move {
             c1.commit_reservation(bearer(pb::CommitReservationRequest { order_id: o1 }, &t1))
@@ -164,7 +164,7 @@ async fn reservations_naming_products_in_any_order_do_not_deadlock(db: TestDb) {
     let calls: Vec<_> = (0..30)
         .map(|i| {
             let mut client = app.client.clone();
-            let token = app.order.clone();
+            let (token, token_2) = (app.order(), app.order());
             let items = match i % 3 {
                 0 => vec![item("P1", 1), item("P2", 1), item("P3", 1)],
                 1 => vec![item("P3", 1), item("P2", 1), item("P1", 1)],
@@ -178,7 +178,7 @@ async fn reservations_naming_products_in_any_order_do_not_deadlock(db: TestDb) {
                 };
                 client.reserve_stock(bearer(reserve, &token)).await?;
                 let commit = pb::CommitReservationRequest { order_id: order };
-                client.commit_reservation(bearer(commit, &token)).await?;
+                client.commit_reservation(bearer(commit, &token_2)).await?;
                 Ok::<_, emporium_common::rpc::Status>(())
             })
         })
@@ -257,7 +257,7 @@ async fn imports_and_reservations_run_together_without_deadlock(db: TestDb) {
     let mut orders = Vec::new();
     for i in 0..40 {
         let mut client = app.client.clone();
-        let token = app.order.clone();
+        let (token, token_2) = (app.order(), app.order());
         let mut items: Vec<_> = skus.iter().map(|s| item(s, 1)).collect();
         items.rotate_left(i % 5);
         orders.push(tokio::spawn(async move {
@@ -268,7 +268,7 @@ async fn imports_and_reservations_run_together_without_deadlock(db: TestDb) {
             };
             client.reserve_stock(bearer(reserve, &token)).await?;
             let commit = pb::CommitReservationRequest { order_id: order };
-            client.commit_reservation(bearer(commit, &token)).await?;
+            client.commit_reservation(bearer(commit, &token_2)).await?;
             Ok::<_, emporium_common::rpc::Status>(())
         }));
     }

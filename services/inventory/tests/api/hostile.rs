@@ -85,7 +85,11 @@ async fn malformed_bytes_get_a_grpc_error_and_the_connection_keeps_working() {
     app.stocked("MUG", 1299, 10).await;
     let channel = app.svc.channel().await;
     let mut client = InventoryServiceClient::new(channel.clone());
-    let (admin, order) = (admin_token(), order_service_token(Uuid::now_v7()));
+    let admin = admin_token();
+    let for_user = Uuid::now_v7();
+    // Each call needs its own order-service token: a second use is a replay.
+    let order = || order_service_token("inventory", for_user);
+    let (order_1, order_2, order_3) = (order(), order(), order());
     let path = |m: &str| format!("{SVC}/{m}");
 
     let nested_price = BadNestedPrice {
@@ -121,14 +125,14 @@ async fn malformed_bytes_get_a_grpc_error_and_the_connection_keeps_working() {
         (
             "garbage repeated messages",
             "ReserveStock",
-            Some(&order),
+            Some(&order_1),
             framed(&items_garbage),
             Code::Internal,
         ),
         (
             "truncated repeated message",
             "ReserveStock",
-            Some(&order),
+            Some(&order_2),
             framed(&truncated_item),
             Code::Internal,
         ),
@@ -152,7 +156,7 @@ async fn malformed_bytes_get_a_grpc_error_and_the_connection_keeps_working() {
         ),
         with_token(Some(&admin), short_frame("GetProduct", 64, &message)),
         with_token(Some(&admin), compressed_without_encoding("GetProduct")),
-        with_token(Some(&order), four_gib_prefix("ReserveStock")),
+        with_token(Some(&order_3), four_gib_prefix("ReserveStock")),
     ];
     refuse_malformed_each(&channel, path, cases, |what| {
         let (mut client, admin) = (client.clone(), admin.clone());
@@ -212,7 +216,10 @@ async fn oversized_messages_are_out_of_range_and_the_connection_keeps_working() 
     let mut app = app(TestDb::sqlite()).await;
     app.stocked("MUG", 1299, 10).await;
     let mut client = app.client.clone();
-    let (admin, order) = (admin_token(), order_service_token(Uuid::now_v7()));
+    let admin = admin_token();
+    let for_user = Uuid::now_v7();
+    // Each call needs its own order-service token: a second use is a replay.
+    let order = || order_service_token("inventory", for_user);
 
     // Unary: 5 MiB of items.
     let big = pb::ReserveStockRequest {
@@ -220,7 +227,7 @@ async fn oversized_messages_are_out_of_range_and_the_connection_keeps_working() 
         items: vec![item(&"M".repeat(LIMIT + 1), 1)],
     };
     refused(
-        client.reserve_stock(bearer(big, &order)).await,
+        client.reserve_stock(bearer(big, &order())).await,
         Code::OutOfRange,
     );
     // Client stream: a good row, then one over the limit. Nothing is applied.
@@ -262,7 +269,7 @@ async fn oversized_messages_are_out_of_range_and_the_connection_keeps_working() 
                 order_id: new_order(),
                 items: vec![item("MUG", 2)],
             },
-            &order,
+            &order(),
         ))
         .await
         .expect("a normal call after oversized ones");
@@ -300,7 +307,10 @@ fn bad_skus() -> Vec<String> {
 async fn hostile_values_are_refused_field_by_field(db: TestDb) {
     let mut app = app(db).await;
     let mug = app.stocked("MUG", 1299, 10).await;
-    let (admin, order) = (admin_token(), order_service_token(Uuid::now_v7()));
+    let admin = admin_token();
+    let for_user = Uuid::now_v7();
+    // Each call needs its own order-service token: a second use is a replay.
+    let order = || order_service_token("inventory", for_user);
     let mut c = app.client.clone();
 
     // CreateProduct: every field, one at a time.
@@ -463,7 +473,7 @@ async fn hostile_values_are_refused_field_by_field(db: TestDb) {
     };
     for id in bad_ids(&new_order()) {
         let r = c
-            .reserve_stock(bearer(reserve(&id, vec![item("MUG", 1)]), &order))
+            .reserve_stock(bearer(reserve(&id, vec![item("MUG", 1)]), &order()))
             .await;
         invalid(r, &["order_id"]);
         let r = c
@@ -471,27 +481,30 @@ async fn hostile_values_are_refused_field_by_field(db: TestDb) {
                 pb::CommitReservationRequest {
                     order_id: id.clone(),
                 },
-                &order,
+                &order(),
             ))
             .await;
         invalid(r, &["order_id"]);
         let r = c
             .release_reservation(bearer(
                 pb::ReleaseReservationRequest { order_id: id },
-                &order,
+                &order(),
             ))
             .await;
         invalid(r, &["order_id"]);
     }
     for q in [0, -1, i64::MIN, i64::MAX, 10_001] {
         let r = c
-            .reserve_stock(bearer(reserve(&new_order(), vec![item("MUG", q)]), &order))
+            .reserve_stock(bearer(
+                reserve(&new_order(), vec![item("MUG", q)]),
+                &order(),
+            ))
             .await;
         invalid(r, &["items[0].quantity"]);
     }
     for sku in bad_skus() {
         let r = c
-            .reserve_stock(bearer(reserve(&new_order(), vec![item(&sku, 1)]), &order))
+            .reserve_stock(bearer(reserve(&new_order(), vec![item(&sku, 1)]), &order()))
             .await;
         invalid(r, &["items[0].sku"]);
     }
@@ -500,17 +513,17 @@ async fn hostile_values_are_refused_field_by_field(db: TestDb) {
         quantity: 1,
     };
     let r = c
-        .reserve_stock(bearer(reserve(&new_order(), vec![no_product]), &order))
+        .reserve_stock(bearer(reserve(&new_order(), vec![no_product]), &order()))
         .await;
     invalid(r, &["items[0].product"]);
     let r = c
-        .reserve_stock(bearer(reserve(&new_order(), vec![]), &order))
+        .reserve_stock(bearer(reserve(&new_order(), vec![]), &order()))
         .await;
     invalid(r, &["items"]);
     for n in [101, 10_000] {
         let many = (0..n).map(|i| item(&format!("S{i}"), 1)).collect();
         let r = c
-            .reserve_stock(bearer(reserve(&new_order(), many), &order))
+            .reserve_stock(bearer(reserve(&new_order(), many), &order()))
             .await;
         invalid(r, &["items"]);
     }
@@ -534,7 +547,10 @@ async fn hostile_values_are_refused_field_by_field(db: TestDb) {
     // Nothing of it changed any stock, and the service answers normally.
     app.untouched("MUG", 10).await;
     let r = c
-        .reserve_stock(bearer(reserve(&new_order(), vec![item("MUG", 10)]), &order))
+        .reserve_stock(bearer(
+            reserve(&new_order(), vec![item("MUG", 10)]),
+            &order(),
+        ))
         .await
         .expect("a normal reservation after all of it");
     assert_eq!(r.into_inner().reservation.unwrap().lines[0].quantity, 10);
@@ -804,7 +820,10 @@ fn generated_hostile_requests_never_fail_internally() {
     let mut app = rt.block_on(app(TestDb::sqlite()));
     let mug = rt.block_on(app.stocked("MUG", 1299, 1_000));
     let order_id = new_order();
-    let (admin, order) = (admin_token(), order_service_token(Uuid::now_v7()));
+    let admin = admin_token();
+    let for_user = Uuid::now_v7();
+    // Each call needs its own order-service token: a second use is a replay.
+    let order = || order_service_token("inventory", for_user);
     let client = app.client.clone();
 
     proptest!(proptest_config(0x5EED_0002, 256), |(op in op(mug.id.clone(), order_id.clone()))| {
@@ -822,9 +841,9 @@ fn generated_hostile_requests_never_fail_internally() {
                         Err(s) => (Err(s), vec![]),
                     }
                 }
-                Op::Reserve(r) => (c.reserve_stock(bearer(r, &order)).await.map(drop), vec![]),
-                Op::Commit(r) => (c.commit_reservation(bearer(r, &order)).await.map(drop), vec![]),
-                Op::Release(r) => (c.release_reservation(bearer(r, &order)).await.map(drop), vec![]),
+                Op::Reserve(r) => (c.reserve_stock(bearer(r, &order())).await.map(drop), vec![]),
+                Op::Commit(r) => (c.commit_reservation(bearer(r, &order())).await.map(drop), vec![]),
+                Op::Release(r) => (c.release_reservation(bearer(r, &order())).await.map(drop), vec![]),
             }
         });
         if let Err(s) = result {

@@ -32,7 +32,8 @@ pub(crate) struct App {
     pub(crate) customer: String,
     /// The order service (acting for a customer): the only caller of the
     /// reservation RPCs.
-    pub(crate) order: String,
+    /// The user the order service acts for in these tests.
+    pub(crate) order_user: Uuid,
     database: DatabaseConfig,
 }
 
@@ -45,7 +46,7 @@ pub(crate) async fn app(db: TestDb) -> App {
         client,
         admin: token(&[Role::Customer, Role::Admin]),
         customer: token(&[Role::Customer]),
-        order: order_service_token(Uuid::now_v7()),
+        order_user: Uuid::now_v7(),
         database,
     }
 }
@@ -78,6 +79,11 @@ pub(crate) fn new_order() -> String {
 }
 
 impl App {
+    /// A fresh order-service token for one call (a second use is a replay).
+    pub(crate) fn order(&self) -> String {
+        order_service_token("inventory", self.order_user)
+    }
+
     /// Creates a product priced `price` EUR cents with no stock.
     pub(crate) async fn create(&mut self, sku: &str, price: i64) -> pb::Product {
         self.client
@@ -154,7 +160,7 @@ impl App {
                     order_id: order_id.into(),
                     items,
                 },
-                &self.order,
+                &self.order(),
             ))
             .await
             .map(|r| r.into_inner().reservation.expect("reservation"))
@@ -166,7 +172,7 @@ impl App {
                 pb::CommitReservationRequest {
                     order_id: order_id.into(),
                 },
-                &self.order,
+                &self.order(),
             ))
             .await
             .map(|r| r.into_inner().reservation.expect("reservation"))
@@ -178,7 +184,7 @@ impl App {
                 pb::ReleaseReservationRequest {
                     order_id: order_id.into(),
                 },
-                &self.order,
+                &self.order(),
             ))
             .await
             .map(|r| r.into_inner().reservation.expect("reservation"))

@@ -134,21 +134,27 @@ async fn malformed_bytes_get_a_grpc_error_and_the_connection_keeps_working() {
         compressed_without_encoding("CancelOrder"),
         four_gib_prefix("CreateOrder"),
     ];
-    refuse_malformed(&channel, path, Some(&token), cases, |what| {
-        let (mut client, token, id) = (client.clone(), token.clone(), placed.id.clone());
-        async move {
-            let got = client
-                .get_order(bearer(
-                    pb::GetOrderRequest {
-                        order_id: id.clone(),
-                    },
-                    &token,
-                ))
-                .await
-                .unwrap_or_else(|e| panic!("normal call after {what}: {e:?}"));
-            assert_eq!(got.into_inner().order.unwrap().id, id);
-        }
-    })
+    refuse_malformed(
+        &channel,
+        path,
+        || Some(token.clone()),
+        cases,
+        |what| {
+            let (mut client, token, id) = (client.clone(), token.clone(), placed.id.clone());
+            async move {
+                let got = client
+                    .get_order(bearer(
+                        pb::GetOrderRequest {
+                            order_id: id.clone(),
+                        },
+                        &token,
+                    ))
+                    .await
+                    .unwrap_or_else(|e| panic!("normal call after {what}: {e:?}"));
+                assert_eq!(got.into_inner().order.unwrap().id, id);
+            }
+        },
+    )
     .await;
 
     // Enums travel as plain varints: an unknown status reaches the handler and

@@ -196,7 +196,7 @@ async fn replays_are_byte_identical_and_record_one_payment(db: TestDb) {
         .unwrap();
     let again = app.charge(req.clone(), &token).await.unwrap();
     assert_eq!(bytes(&again), bytes(&first));
-    // An admin replaying it gets the same answer too.
+    // The saga replaying it (a resumed order) gets the same answer too.
     let admin = app.admin.clone();
     assert_eq!(
         bytes(&app.charge(req, &admin).await.unwrap()),
@@ -305,7 +305,8 @@ async fn customers_charge_only_for_themselves(db: TestDb) {
         Code::Unauthenticated,
     );
     assert!(app.of_order(&order).await.is_empty());
-    // An admin (the order service resuming a saga) may charge for anyone.
+    // The saga charges for whichever user an order is (the test harness's
+    // "admin" stands for it): the service token names that user.
     let admin = app.admin.clone();
     let paid = app
         .charge(charge_req(&order, &other, 100, "pm_card_ok", "k-x"), &admin)

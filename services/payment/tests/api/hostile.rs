@@ -71,8 +71,10 @@ impl App {
 async fn malformed_bytes_get_a_grpc_error_and_the_connection_keeps_working() {
     let mut app = app(TestDb::sqlite()).await;
     let user = new_id();
-    let service = order_service_token(Uuid::parse_str(&user).unwrap());
-    let paid = app.paid(&user, &service, 500).await;
+    let for_user = Uuid::parse_str(&user).unwrap();
+    // Each call needs its own order-service token: a second use is a replay.
+    let service = || order_service_token("payment", for_user);
+    let paid = app.paid(&user, &service(), 500).await;
     let channel = app.svc.channel().await;
     let client = PaymentServiceClient::new(channel.clone());
     let admin = admin_token();
@@ -130,7 +132,7 @@ async fn malformed_bytes_get_a_grpc_error_and_the_connection_keeps_working() {
     refuse_malformed(
         &channel,
         |m| format!("{SVC}/{m}"),
-        Some(&service),
+        || Some(service()),
         cases,
         |what| {
             let (mut client, admin, paid) = (client.clone(), admin.clone(), paid.clone());
@@ -156,21 +158,23 @@ async fn malformed_bytes_get_a_grpc_error_and_the_connection_keeps_working() {
 async fn oversized_messages_are_out_of_range_and_the_connection_keeps_working() {
     let mut app = app(TestDb::sqlite()).await;
     let user = new_id();
-    let service = order_service_token(Uuid::parse_str(&user).unwrap());
+    let for_user = Uuid::parse_str(&user).unwrap();
+    // Each call needs its own order-service token: a second use is a replay.
+    let service = || order_service_token("payment", for_user);
     let mut client = app.client.clone();
 
     let over = charge_req(&new_id(), &user, 100, &"p".repeat(LIMIT + 1), &new_id());
     refused(
-        client.charge(bearer(over, &service)).await,
+        client.charge(bearer(over, &service())).await,
         Code::OutOfRange,
     );
     let under = refund_req(&new_id(), None, &"k".repeat(LIMIT - 64));
     invalid(
-        client.refund(bearer(under, &service)).await,
+        client.refund(bearer(under, &service())).await,
         &["idempotency_key"],
     );
     app.recorded(0).await;
-    let paid = app.paid(&user, &service, 100).await;
+    let paid = app.paid(&user, &service(), 100).await;
     assert_eq!(paid.amount, eur(100));
 }
 
@@ -179,7 +183,9 @@ async fn oversized_messages_are_out_of_range_and_the_connection_keeps_working() 
 async fn hostile_values_are_refused_field_by_field(db: TestDb) {
     let mut app = app(db).await;
     let user = new_id();
-    let service = order_service_token(Uuid::parse_str(&user).unwrap());
+    let for_user = Uuid::parse_str(&user).unwrap();
+    // Each call needs its own order-service token: a second use is a replay.
+    let service = || order_service_token("payment", for_user);
     let admin = admin_token();
     let mut c = app.client.clone();
     let money = |code: &str, units: i64| {
@@ -198,7 +204,7 @@ async fn hostile_values_are_refused_field_by_field(db: TestDb) {
                     order_id: id.clone(),
                     ..ok()
                 },
-                &service,
+                &service(),
             ))
             .await;
         invalid(r, &["order_id"]);
@@ -208,7 +214,7 @@ async fn hostile_values_are_refused_field_by_field(db: TestDb) {
                     user_id: id.clone(),
                     ..ok()
                 },
-                &service,
+                &service(),
             ))
             .await;
         invalid(r, &["user_id"]);
@@ -227,7 +233,7 @@ async fn hostile_values_are_refused_field_by_field(db: TestDb) {
         (None, &["amount"]),
     ] {
         let r = c
-            .charge(bearer(pb::ChargeRequest { amount, ..ok() }, &service))
+            .charge(bearer(pb::ChargeRequest { amount, ..ok() }, &service()))
             .await;
         invalid(r, fields);
     }
@@ -247,7 +253,7 @@ async fn hostile_values_are_refused_field_by_field(db: TestDb) {
                     payment_method: method.into(),
                     ..ok()
                 },
-                &service,
+                &service(),
             ))
             .await;
         invalid(r, &["payment_method"]);
@@ -259,7 +265,7 @@ async fn hostile_values_are_refused_field_by_field(db: TestDb) {
                     idempotency_key: key,
                     ..ok()
                 },
-                &service,
+                &service(),
             ))
             .await;
         invalid(r, &["idempotency_key"]);
@@ -270,43 +276,46 @@ async fn hostile_values_are_refused_field_by_field(db: TestDb) {
     let max = app
         .charge(
             charge_req(&new_id(), &user, i64::MAX, "pm_card_ok", &new_id()),
-            &service,
+            &service(),
         )
         .await
         .expect("i64::MAX minor units is a positive amount")
         .payment
         .unwrap();
     assert_eq!(max.amount, eur(i64::MAX));
-    app.refund(refund_req(&max.id, Some(1), &new_id()), &service)
+    app.refund(refund_req(&max.id, Some(1), &new_id()), &service())
         .await
         .expect("a small refund");
     // Refunded + requested would overflow 64 bits: still just "too much".
     let s = refused(
-        app.refund(refund_req(&max.id, Some(i64::MAX), &new_id()), &service)
+        app.refund(refund_req(&max.id, Some(i64::MAX), &new_id()), &service())
             .await,
         Code::FailedPrecondition,
     );
     assert!(s.message().contains("left to refund"), "{s:?}");
     // Exactly what is left brings the total to i64::MAX.
     let rest = app
-        .refund(refund_req(&max.id, Some(i64::MAX - 1), &new_id()), &service)
+        .refund(
+            refund_req(&max.id, Some(i64::MAX - 1), &new_id()),
+            &service(),
+        )
         .await
         .expect("the rest")
         .payment
         .unwrap();
     assert_eq!(rest.amount_refunded, eur(i64::MAX));
     refused(
-        app.refund(refund_req(&max.id, Some(1), &new_id()), &service)
+        app.refund(refund_req(&max.id, Some(1), &new_id()), &service())
             .await,
         Code::FailedPrecondition,
     );
     // The same on an ordinary payment that was partly refunded.
-    let paid = app.paid(&user, &service, 500).await;
-    app.refund(refund_req(&paid.id, Some(200), &new_id()), &service)
+    let paid = app.paid(&user, &service(), 500).await;
+    app.refund(refund_req(&paid.id, Some(200), &new_id()), &service())
         .await
         .expect("a partial refund");
     refused(
-        app.refund(refund_req(&paid.id, Some(i64::MAX), &new_id()), &service)
+        app.refund(refund_req(&paid.id, Some(i64::MAX), &new_id()), &service())
             .await,
         Code::FailedPrecondition,
     );
@@ -315,7 +324,7 @@ async fn hostile_values_are_refused_field_by_field(db: TestDb) {
     let refund = |payment_id: &str| refund_req(payment_id, Some(1), &new_id());
     for id in bad_ids(&paid.id) {
         invalid(
-            c.refund(bearer(refund(&id), &service)).await,
+            c.refund(bearer(refund(&id), &service())).await,
             &["payment_id"],
         );
     }
@@ -330,7 +339,7 @@ async fn hostile_values_are_refused_field_by_field(db: TestDb) {
                     amount,
                     ..refund(&paid.id)
                 },
-                &service,
+                &service(),
             ))
             .await;
         invalid(r, fields);
@@ -342,7 +351,7 @@ async fn hostile_values_are_refused_field_by_field(db: TestDb) {
                 amount: money("USD", 1),
                 ..refund(&paid.id)
             },
-            &service,
+            &service(),
         ))
         .await;
     invalid(r, &["amount.currency_code"]);
@@ -353,7 +362,7 @@ async fn hostile_values_are_refused_field_by_field(db: TestDb) {
                     reason: reason.into(),
                     ..refund(&paid.id)
                 },
-                &service,
+                &service(),
             ))
             .await;
         invalid(r, &["reason"]);
@@ -365,7 +374,7 @@ async fn hostile_values_are_refused_field_by_field(db: TestDb) {
                     idempotency_key: key,
                     ..refund(&paid.id)
                 },
-                &service,
+                &service(),
             ))
             .await;
         invalid(r, &["idempotency_key"]);
@@ -378,7 +387,7 @@ async fn hostile_values_are_refused_field_by_field(db: TestDb) {
                 reason: reason.into(),
                 ..refund(&paid.id)
             },
-            &service,
+            &service(),
         )
         .await
         .expect("a unicode reason");
@@ -432,7 +441,7 @@ async fn hostile_values_are_refused_field_by_field(db: TestDb) {
     // No money moved but the valid calls', every invariant holds, and the
     // service answers normally.
     app.recorded(2).await;
-    let again = app.paid(&user, &service, 100).await;
+    let again = app.paid(&user, &service(), 100).await;
     assert_eq!(again.amount, eur(100));
 }
 
@@ -538,8 +547,10 @@ fn generated_hostile_requests_never_fail_internally() {
     let rt = runtime();
     let mut app = rt.block_on(app(TestDb::sqlite()));
     let user = new_id();
-    let service = order_service_token(Uuid::parse_str(&user).unwrap());
-    let paid = rt.block_on(app.paid(&user, &service, 1_000));
+    let for_user = Uuid::parse_str(&user).unwrap();
+    // Each call needs its own order-service token: a second use is a replay.
+    let service = || order_service_token("payment", for_user);
+    let paid = rt.block_on(app.paid(&user, &service(), 1_000));
     let admin = admin_token();
     let client = app.client.clone();
 
@@ -550,9 +561,9 @@ fn generated_hostile_requests_never_fail_internally() {
                 Op::Charge(r) => {
                     // Documented: the processor fails transiently for this method.
                     let transient = r.payment_method == "pm_card_error";
-                    (c.charge(bearer(r, &service)).await.map(drop), transient)
+                    (c.charge(bearer(r, &service())).await.map(drop), transient)
                 }
-                Op::Refund(r) => (c.refund(bearer(r, &service)).await.map(drop), false),
+                Op::Refund(r) => (c.refund(bearer(r, &service())).await.map(drop), false),
                 Op::Get(r) => (c.get_payment(bearer(r, &admin)).await.map(drop), false),
                 Op::List(r) => (c.list_payments(bearer(r, &admin)).await.map(drop), false),
             }

@@ -4,14 +4,13 @@
 
 use emporium_cli::{certs::write_dev_certs, cli::DevCertsArgs};
 use emporium_common::{
-    auth::Role,
     client::channel,
     config::{PeerConfig, PeerTlsConfig, TlsConfig},
     rpc::Code,
 };
 use emporium_payment::Config;
 use emporium_proto::{common::v1::Money, payment::v1 as pb};
-use emporium_testkit::{TestDb, base_config, bearer, spawn, tokens};
+use emporium_testkit::{TestDb, base_config, bearer, spawn};
 use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,10 +60,7 @@ async fn charge_over_mutual_tls_takes_only_the_order_services_certificate() {
                 channel(service, &peer).unwrap(),
             );
             let user = Uuid::now_v7();
-            let token = tokens()
-                .issue_service("order", user, &[Role::Customer])
-                .unwrap()
-                .token;
+            let token = emporium_testkit::order_service_token("payment", user);
             client
                 .charge(bearer(
                     pb::ChargeRequest {

@@ -161,11 +161,14 @@ async fn declined_payments_and_other_currencies_cannot_be_refunded(db: TestDb) {
     assert_eq!(violated_fields(&s), ["amount.currency_code"]);
     assert!(s.message().contains("EUR"), "{s:?}");
 
+    // The order service acts for a customer, never as an admin (a service
+    // token's rights are the user's it names), so an unknown payment answers
+    // as any payment that is not that user's does: without saying it exists.
     let unknown = new_id();
     let admin = app.admin.clone();
     refused(
         app.refund(refund_req(&unknown, None, "r-u"), &admin).await,
-        Code::NotFound,
+        Code::PermissionDenied,
     );
     refused(
         app.refund(refund_req(&unknown, None, "r-u"), &token).await,

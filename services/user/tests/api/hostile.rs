@@ -195,21 +195,27 @@ async fn malformed_bytes_get_a_grpc_error_and_the_connection_keeps_working() {
         // A prefix announcing 4 GiB is refused from the 5 header bytes alone.
         four_gib_prefix(CREATE_USER),
     ];
-    refuse_malformed(&channel, str::to_owned, Some(&admin), cases, |what| {
-        let (mut client, admin, me) = (client.clone(), admin.clone(), me.clone());
-        async move {
-            let user = client
-                .get_user(bearer(
-                    pb::GetUserRequest {
-                        user_id: me.clone(),
-                    },
-                    &admin,
-                ))
-                .await
-                .unwrap_or_else(|e| panic!("normal call after {what}: {e:?}"));
-            assert_eq!(user.into_inner().user.unwrap().id, me);
-        }
-    })
+    refuse_malformed(
+        &channel,
+        str::to_owned,
+        || Some(admin.clone()),
+        cases,
+        |what| {
+            let (mut client, admin, me) = (client.clone(), admin.clone(), me.clone());
+            async move {
+                let user = client
+                    .get_user(bearer(
+                        pb::GetUserRequest {
+                            user_id: me.clone(),
+                        },
+                        &admin,
+                    ))
+                    .await
+                    .unwrap_or_else(|e| panic!("normal call after {what}: {e:?}"));
+                assert_eq!(user.into_inner().user.unwrap().id, me);
+            }
+        },
+    )
     .await;
 
     // Well-formed bytes the schema does not expect are not errors: unknown
