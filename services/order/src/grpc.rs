@@ -10,7 +10,7 @@ use emporium_common::{
     rpc::{Request, Response, RpcResult, Status, async_trait},
     stack::Deadline,
     status::Violations,
-    time::{now_micros, timestamp_from_micros},
+    time::timestamp_from_micros,
 };
 use emporium_proto::{common::v1 as pb_common, order::v1 as pb};
 use futures::{Stream, StreamExt as _};
@@ -298,8 +298,9 @@ impl pb::order_service_server::OrderService for OrderApi {
         let updates = self.orders.watch(&caller, target).await?;
         let stream = updates.map(|u| {
             u.map(|u| pb::WatchOrderUpdatesResponse {
+                // When the order changed, not when the update was sent.
+                event_time: Some(timestamp_from_micros(u.order.updated_at)),
                 order: Some(u.order.into()),
-                event_time: Some(timestamp_from_micros(now_micros())),
                 initial_state: u.initial,
             })
             .map_err(Status::from)

@@ -308,6 +308,9 @@ impl Orders {
             };
             tokio::pin!(stopping);
             let mut seen: std::collections::HashMap<Uuid, i64> = std::collections::HashMap::new();
+            // A cancelled order changes no more: watching one ends after its state.
+            let settled = matches!(target, WatchTarget::Order(_))
+                && initial.iter().all(|o| o.status == Status::Cancelled);
             for order in initial {
                 seen.insert(order.id, order.version);
                 if tx
@@ -320,6 +323,9 @@ impl Orders {
                 {
                     return;
                 }
+            }
+            if settled {
+                return;
             }
             let matches = |o: &Order| match target {
                 WatchTarget::Order(id) => o.id == id,

@@ -11,7 +11,8 @@ use crate::{Stack, pb, status};
 
 backend_tests!(
     watching_one_order_sees_it_through_cancellation,
-    watching_my_orders_sees_new_ones
+    watching_my_orders_sees_new_ones,
+    watching_an_order_already_cancelled_ends_after_its_state,
 );
 
 async fn next(
@@ -153,4 +154,39 @@ async fn watching_my_orders_sees_new_ones(db: TestDb) {
         );
     }
     s.settle_and_check().await;
+}
+
+/// A CANCELLED order changes no more: its watch sends the state and ends with
+/// OK, as the proto says, and the event time is when the order changed.
+async fn watching_an_order_already_cancelled_ends_after_its_state(db: TestDb) {
+    let s = Stack::start(db).await;
+    s.product("MUG-1", 1_000, 5).await;
+    let o = s
+        .place(&[("MUG-1", 1)], "pm_card_declined", "w-cancelled")
+        .await
+        .unwrap();
+    assert_eq!(status(&o), pb::OrderStatus::Cancelled);
+    let mut stream = s
+        .orders()
+        .await
+        .watch_order_updates(bearer(
+            pb::WatchOrderUpdatesRequest {
+                target: Some(pb::watch_order_updates_request::Target::OrderId(
+                    o.id.clone(),
+                )),
+            },
+            &s.customer_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = next(&mut stream).await;
+    assert!(first.initial_state);
+    let order = first.order.unwrap();
+    assert_eq!(status(&order), pb::OrderStatus::Cancelled);
+    assert_eq!(first.event_time, order.update_time, "the change's time");
+    let end = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("the watch of a cancelled order ends by itself");
+    assert!(end.is_none(), "ended with OK: {end:?}");
 }
