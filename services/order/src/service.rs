@@ -269,7 +269,17 @@ impl Orders {
         }
         let order = store.get(id).await?.ok_or(Error::NotFound)?;
         self.saga.publish(&order);
-        self.drive(order, deadline).await
+        let order = self.drive(order, deadline).await?;
+        // Refund and restock did not finish in time: the contract says
+        // UNAVAILABLE (the cancellation goes on), never OK with a CONFIRMED order.
+        if order.status != Status::Cancelled {
+            return Err(Error::Unavailable(
+                "the payment or inventory service did not answer in time; the cancellation \
+                 goes on in the background: retry to see it finished"
+                    .into(),
+            ));
+        }
+        Ok(order)
     }
 
     /// The current state of the target, then every change as it happens, until

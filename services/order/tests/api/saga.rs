@@ -22,6 +22,7 @@ backend_tests!(
     concurrent_replays_create_one_order,
     a_reused_key_with_another_request_is_refused,
     a_confirmed_order_can_be_cancelled_by_its_owner,
+    cancelling_while_payment_is_down_answers_unavailable,
     requests_are_validated_field_by_field,
     orders_are_private_and_paged,
 );
@@ -522,4 +523,45 @@ async fn orders_are_private_and_paged(db: TestDb) {
         .into_inner();
     assert_eq!(confirmed.orders.len(), 5);
     s.settle_and_check().await;
+}
+
+/// CancelOrder promises UNAVAILABLE when a peer stays unreachable until the
+/// deadline (the cancellation goes on in the background), never OK with the
+/// order still CONFIRMED.
+async fn cancelling_while_payment_is_down_answers_unavailable(db: TestDb) {
+    let mut s = Stack::start(db).await;
+    s.product("MUG-1", 1_000, 10).await;
+    let o = s
+        .place(&[("MUG-1", 1)], "pm_card_ok", "c-down")
+        .await
+        .unwrap();
+    assert_eq!(status(&o), pb::OrderStatus::Confirmed);
+    s.payment.as_mut().unwrap().stop().await.unwrap();
+    let mut req = bearer(
+        pb::CancelOrderRequest {
+            order_id: o.id.clone(),
+            reason: String::new(),
+        },
+        &s.customer_token,
+    );
+    req.set_timeout(std::time::Duration::from_secs(3));
+    let st = refused(s.orders().await.cancel_order(req).await, Code::Unavailable);
+    assert!(st.message().contains("background"), "{st:?}");
+    // Nothing was refunded, so the order is still CONFIRMED and its stock sold.
+    let now = s
+        .orders()
+        .await
+        .get_order(bearer(
+            pb::GetOrderRequest {
+                order_id: o.id.clone(),
+            },
+            &s.customer_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(status(&now), pb::OrderStatus::Confirmed);
+    assert_eq!(s.stock("MUG-1").await, (9, 0));
 }
