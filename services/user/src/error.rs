@@ -23,6 +23,9 @@ pub enum Error {
     /// Authenticated, but not allowed to do this.
     #[error("{0}")]
     PermissionDenied(&'static str),
+    /// Too much work of this kind at once; the client may retry shortly.
+    #[error("{0}")]
+    Busy(&'static str),
     /// The database failed.
     #[error("database error")]
     Database(#[from] sqlx::Error),
@@ -39,6 +42,7 @@ impl From<Error> for Status {
             Error::AlreadyExists => Status::already_exists(e.to_string()),
             Error::Unauthenticated(m) => Status::unauthenticated(m),
             Error::PermissionDenied(m) => Status::permission_denied(m),
+            Error::Busy(m) => Status::resource_exhausted(m),
             Error::Database(ref db) => emporium_common::db::status(db),
             Error::Internal(_) => common_error::internal(&e),
         }
@@ -67,6 +71,7 @@ mod tests {
                 Error::PermissionDenied("admins only"),
                 Code::PermissionDenied,
             ),
+            (Error::Busy("retry shortly"), Code::ResourceExhausted),
             (
                 Error::Database(sqlx::Error::PoolTimedOut),
                 Code::Unavailable,
