@@ -6,8 +6,8 @@ SHELL := bash
 SERVICES := user inventory payment order
 
 # Development-only bootstrap admin for `make run` (see README: "First admin").
-export EMPORIUM_ADMIN_EMAIL ?= admin@emporium.local
-export EMPORIUM_ADMIN_PASSWORD ?= admin-password
+export EMPORIUM_USER__ADMIN_EMAIL ?= admin@emporium.local
+export EMPORIUM_USER__ADMIN_PASSWORD ?= admin-password
 
 .PHONY: help run build test fmt lint proto-lint proto-breaking smoke demo deny certs observability-check \
         deploy-check compose-up compose-down compose-run
@@ -19,7 +19,7 @@ build: ## Build every crate and binary
 	cargo build --workspace --bins
 
 run: build ## Run all services on localhost (gRPC 50051.., admin 9091..; SQLite under data/); Ctrl-C stops them
-	tools/run-services $(SERVICES)
+	EMPORIUM_DEV_MODE=true tools/run-services $(SERVICES)
 
 demo: ## Run the narrated end-to-end story against the running stack (start it first with `make run`)
 	cargo run -q -p emporium-cli -- demo

@@ -248,7 +248,7 @@ pub struct DemoArgs {
     /// Email of the bootstrap admin
     #[arg(
         long,
-        env = "EMPORIUM_ADMIN_EMAIL",
+        env = "EMPORIUM_USER__ADMIN_EMAIL",
         hide_env_values = true,
         default_value = "admin@emporium.local"
     )]
@@ -256,7 +256,7 @@ pub struct DemoArgs {
     /// Password of the bootstrap admin
     #[arg(
         long,
-        env = "EMPORIUM_ADMIN_PASSWORD",
+        env = "EMPORIUM_USER__ADMIN_PASSWORD",
         default_value = "admin-password",
         hide_env_values = true
     )]

@@ -323,7 +323,7 @@ async fn place_order(clients: &Clients, token: &str, args: PlaceOrderArgs) -> Re
     };
     // The root of the order's trace: the services continue it.
     let span = tracing::info_span!(target: "emporium::cli", "emporium order place");
-    let trace_id = emporium_common::trace::trace_id(&span);
+    let trace_id = emporium_common::telemetry::trace::trace_id(&span);
     let response = clients
         .call(
             Service::Order,

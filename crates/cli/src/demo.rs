@@ -65,8 +65,8 @@ pub async fn run(clients: &Clients, args: DemoArgs) -> Result<(), CliError> {
         .map_err(|e| {
             e.with_hint(
                 Code::Unauthenticated,
-                "the user service creates this admin at start from EMPORIUM_ADMIN_EMAIL and \
-                 EMPORIUM_ADMIN_PASSWORD; give the demo the same values",
+                "the user service creates this admin at start from EMPORIUM_USER__ADMIN_EMAIL and \
+                 EMPORIUM_USER__ADMIN_PASSWORD; give the demo the same values",
             )
         })?;
     demo.check(admin.roles.contains(&(usr::Role::Admin as i32)), || {

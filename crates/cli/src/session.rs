@@ -10,7 +10,8 @@ use std::{
 };
 
 use emporium_common::{
-    client::{PeerChannel, PeerConfig, channel},
+    client::{PeerChannel, channel},
+    config::PeerConfig,
     rpc::{Code, MetadataValue, Request, Response, Status},
 };
 use emporium_proto::{

@@ -4,13 +4,12 @@
 use emporium_cli::{certs::write_dev_certs, cli::DevCertsArgs};
 use emporium_common::{
     auth::Tokens,
-    client::{PeerConfig, channel},
-    config::{AuthConfig, ServerConfig},
+    client::channel,
+    config::{AuthConfig, PeerConfig, PeerTlsConfig, ServerConfig, TlsConfig},
     rpc::health::{
         HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
     },
     server::{Listeners, Server},
-    tls::{PeerTlsConfig, TlsConfig},
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

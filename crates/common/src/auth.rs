@@ -20,6 +20,9 @@ use uuid::Uuid;
 
 use crate::config::AuthConfig;
 
+/// The service whose tokens the internal RPCs accept.
+pub const ORDER_SERVICE: &str = "order";
+
 /// Lifetime of a service token: one saga step's worth, renewed per call.
 const SERVICE_TOKEN_TTL_SECS: u64 = 300;
 
@@ -53,7 +56,7 @@ impl Role {
 }
 
 /// The authenticated caller of a request, put into request extensions by
-/// [`crate::layers::AuthMiddleware`].
+/// [`crate::stack::AuthLayer`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     /// The end user: the token's subject, or for a service token the user the
@@ -81,6 +84,17 @@ impl Caller {
     pub fn is_service(&self, name: &str) -> bool {
         self.service.as_deref() == Some(name)
     }
+
+    /// The gate of the saga's internal RPCs (ReserveStock, Charge, Refund, …):
+    /// only the order service, acting for a user, may call them; anyone else,
+    /// admins included, gets the refusal message for PERMISSION_DENIED.
+    pub fn ensure_order_service(&self) -> Result<(), &'static str> {
+        if self.is_service(ORDER_SERVICE) {
+            Ok(())
+        } else {
+            Err("only the order service may call this method")
+        }
+    }
 }
 
 /// The verified caller of a request; UNAUTHENTICATED when the auth layer put
@@ -90,17 +104,6 @@ pub fn caller<T>(req: &tonic::Request<T>) -> Result<Caller, tonic::Status> {
         .get::<Caller>()
         .cloned()
         .ok_or_else(|| tonic::Status::unauthenticated("missing access token"))
-}
-
-/// The only caller allowed on the internal (saga) RPCs, else PERMISSION_DENIED.
-pub fn require_service(caller: &Caller, name: &str) -> Result<(), tonic::Status> {
-    if caller.is_service(name) {
-        Ok(())
-    } else {
-        Err(tonic::Status::permission_denied(format!(
-            "only the {name} service may call this method"
-        )))
-    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -18,3 +18,26 @@ pub use tonic_reflection::pb::v1 as reflection;
 
 /// Reading rich error details (`google.rpc.BadRequest` …) off a status.
 pub use tonic_types::{ErrorDetails, StatusExt};
+
+/// `/pkg.Service/Method` split into service and method.
+pub fn split_path(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix('/')?;
+    let (service, method) = rest.split_once('/')?;
+    (!service.is_empty() && !method.is_empty() && !method.contains('/'))
+        .then_some((service, method))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_split() {
+        assert_eq!(
+            split_path("/emporium.user.v1.UserService/GetUser"),
+            Some(("emporium.user.v1.UserService", "GetUser"))
+        );
+        assert_eq!(split_path("/nope"), None);
+        assert_eq!(split_path("/a/b/c"), None);
+    }
+}

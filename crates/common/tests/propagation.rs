@@ -9,9 +9,10 @@ use std::{
 };
 
 use emporium_common::{
-    client::{PeerConfig, channel},
-    layers::{HttpRequest, HttpResponse, MiddlewareLayer, TraceContextMiddleware},
+    client::channel,
+    config::PeerConfig,
     rpc::health::{HealthCheckRequest, health_client::HealthClient},
+    stack::{HttpRequest, HttpResponse, TraceContextLayer},
     telemetry,
 };
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -65,7 +66,7 @@ async fn trace_context_and_baggage_flow_through_a_service_to_its_peers() {
             Ok::<HttpResponse, Infallible>(tonic::Status::ok("").into_http())
         }
     });
-    let service = MiddlewareLayer(TraceContextMiddleware).layer(handler);
+    let service = TraceContextLayer.layer(handler);
     let request = http::Request::builder()
         .uri("/emporium.test.v1.Svc/Do")
         .header("traceparent", format!("00-{TRACE_ID}-{CALLER_SPAN}-01"))

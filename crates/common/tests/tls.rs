@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use emporium_common::{
     auth::Tokens,
-    client::{PeerConfig, channel},
-    config::{AuthConfig, ServerConfig},
+    client::channel,
+    config::{AuthConfig, PeerConfig, PeerTlsConfig, ServerConfig, TlsConfig},
     rpc::{
         Status,
         health::{
@@ -20,7 +20,6 @@ use emporium_common::{
         },
     },
     server::{Listeners, ServeError, Server},
-    tls::{PeerTlsConfig, TlsConfig},
 };
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -103,7 +102,7 @@ struct Running {
 
 impl Running {
     async fn start(tls: TlsConfig) -> Self {
-        emporium_common::telemetry::init_for_tests();
+        emporium_common::testing::init_for_tests();
         let config = ServerConfig {
             drain_delay_ms: 0,
             shutdown_grace_ms: 5_000,

@@ -20,13 +20,13 @@ pub mod raw;
 use std::net::SocketAddr;
 
 use emporium_common::{
-    config::{AuthConfig, DatabaseConfig, Secret, ServerConfig},
+    config::{AuthConfig, BaseConfig, DatabaseConfig, Secret, ServerConfig},
     rpc::{Channel, MetadataValue, Request},
     server::Listeners,
 };
 use tokio::{sync::oneshot, task::JoinHandle};
 
-pub use emporium_common::telemetry::init_for_tests as init_logs;
+pub use emporium_common::testing::init_for_tests as init_logs;
 
 /// A database for one test. Dropping it removes a SQLite file; PostgreSQL
 /// databases go away with the cluster at process exit.
@@ -120,6 +120,17 @@ pub fn server_config() -> ServerConfig {
     }
 }
 
+/// The shared blocks of a service under test over `database`: test server
+/// settings, test keys.
+pub fn base_config(database: DatabaseConfig) -> BaseConfig {
+    BaseConfig {
+        server: server_config(),
+        database,
+        auth: auth_config(),
+        ..BaseConfig::local("test", 0, 0)
+    }
+}
+
 /// A service running in this process. Dropping it stops the service.
 #[derive(Debug)]
 pub struct Spawned {
@@ -176,7 +187,7 @@ impl Drop for Spawned {
 }
 
 /// What a service's `serve` function returns.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use emporium_common::BoxError;
 
 /// The future that tells a spawned service to drain and stop.
 pub type StopSignal = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
@@ -215,9 +226,7 @@ where
 pub async fn spawn_user(db: TestDb, tweak: impl FnOnce(&mut emporium_user::Config)) -> Spawned {
     spawn(db, |database, listeners, stop| {
         let mut config = emporium_user::Config {
-            server: server_config(),
-            database,
-            auth: auth_config(),
+            base: base_config(database),
             ..emporium_user::Config::default()
         };
         tweak(&mut config);
@@ -288,13 +297,13 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
-pub use emporium_common::error::LEAK_MARKERS;
+pub use emporium_common::testing::LEAK_MARKERS;
 
 /// Fails the test when `message` (a status message, or any text a service
 /// shows a client) contains one of the [`LEAK_MARKERS`].
 #[track_caller]
 pub fn assert_no_leak(message: &str) {
-    if let Some(marker) = emporium_common::error::leak_in(message) {
+    if let Some(marker) = emporium_common::testing::leak_in(message) {
         panic!("message leaks internals ({marker:?}): {message:?}");
     }
 }

@@ -13,7 +13,7 @@ use std::{
 
 use emporium_common::{
     config::{LogFormat, TelemetryConfig},
-    telemetry::{self, CapturedLines},
+    {telemetry, testing::CapturedLines},
 };
 use opentelemetry::{
     Value,

@@ -1,8 +1,9 @@
-//! The inventory service's settings: the common blocks plus the catalogue
-//! currency.
+//! The inventory service's settings: the shared blocks plus its own
+//! `inventory` block.
 
-use emporium_common::config::{
-    AuthConfig, ConfigError, DatabaseConfig, ServerConfig, TelemetryConfig, Validate,
+use emporium_common::{
+    binary::ServiceConfig,
+    config::{self, BaseConfig, ConfigError, FromLayers, Layers, LayersError, Validate},
 };
 use serde::{Deserialize, Serialize};
 
@@ -12,55 +13,51 @@ use crate::domain::Currency;
 /// variables.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Config {
-    /// Ports and request bounds (`EMPORIUM_SERVER__*`).
-    pub server: ServerConfig,
-    /// The inventory database (`EMPORIUM_DATABASE__*`).
-    pub database: DatabaseConfig,
-    /// Logging (`EMPORIUM_TELEMETRY__*`).
-    pub telemetry: TelemetryConfig,
-    /// Access tokens (`EMPORIUM_AUTH__*`); the same key on every service.
-    pub auth: AuthConfig,
-    /// The catalogue currency (`EMPORIUM_CURRENCY`): the ISO 4217 code every
-    /// price and reservation is in, e.g. `EUR`. The service refuses to start
-    /// when stored products are priced in another currency.
-    pub currency: String,
+    /// Server, database, telemetry, auth, development mode.
+    #[serde(flatten)]
+    pub base: BaseConfig,
+    /// This service's own settings (`EMPORIUM_INVENTORY__*`).
+    pub inventory: InventorySettings,
+}
+
+/// The `inventory` block.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InventorySettings {
+    /// The catalogue currency (`EMPORIUM_INVENTORY__CURRENCY`): the ISO 4217 code
+    /// every price and reservation is in, e.g. `EUR`. The service refuses to
+    /// start when stored products are priced in another currency.
+    pub currency: Currency,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
-            server: ServerConfig::local(50052, 9092),
-            database: DatabaseConfig::sqlite_default("inventory"),
-            telemetry: TelemetryConfig::default(),
-            auth: AuthConfig::default(),
-            currency: "EUR".into(),
+            base: BaseConfig::local("inventory", 50052, 9092),
+            inventory: InventorySettings {
+                currency: Currency::parse("EUR").expect("EUR is a currency"),
+            },
         }
-    }
-}
-
-impl Config {
-    /// The catalogue currency, parsed.
-    pub fn currency(&self) -> Result<Currency, ConfigError> {
-        Currency::parse(&self.currency).map_err(|e| ConfigError::invalid("currency", e))
     }
 }
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
-        self.server.validate()?;
-        self.database.validate()?;
-        self.telemetry.validate()?;
-        self.auth.validate()?;
-        self.currency().map(|_| ())
+        self.base.validate()
     }
 }
 
-impl emporium_common::binary::ServiceConfig for Config {
-    fn telemetry(&self) -> &TelemetryConfig {
-        &self.telemetry
+impl FromLayers for Config {
+    fn from_layers(layers: &Layers) -> Result<Self, LayersError> {
+        Ok(Self {
+            base: BaseConfig::from_layers(layers)?,
+            inventory: config::block(layers, "inventory")?,
+        })
     }
-    fn auth(&self) -> &AuthConfig {
-        &self.auth
+}
+
+impl ServiceConfig for Config {
+    fn base(&self) -> &BaseConfig {
+        &self.base
     }
 }
 
@@ -72,12 +69,14 @@ mod tests {
     fn defaults_are_valid_and_bad_currencies_are_named() {
         Config::default().validate().unwrap();
         for bad in ["", "eur", "EURO", "E1R"] {
-            let c = Config {
-                currency: bad.into(),
-                ..Config::default()
-            };
-            let err = c.validate().unwrap_err().to_string();
-            assert!(err.contains("EMPORIUM_CURRENCY"), "{err}");
+            let err =
+                serde_json::from_value::<InventorySettings>(serde_json::json!({ "currency": bad }))
+                    .unwrap_err()
+                    .to_string();
+            assert!(
+                err.contains("ISO 4217") || err.contains("required"),
+                "{err}"
+            );
         }
     }
 }

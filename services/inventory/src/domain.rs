@@ -4,61 +4,18 @@
 
 use std::fmt;
 
-use emporium_common::error::Violations;
+use emporium_common::status::Violations;
+pub use emporium_common::types::{Currency, IdempotencyKey};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
-const UUID_HINT: &str = "must be a UUID like 0190b1d4-8b9c-7def-8123-456789abcdef";
-
-fn parse_uuid(s: &str) -> Result<Uuid, &'static str> {
-    if s.is_empty() {
-        return Err("is required");
-    }
-    // Only the hyphenated form: one spelling per id keeps lookups exact.
-    if s.len() != 36 {
-        return Err(UUID_HINT);
-    }
-    Uuid::try_parse(s).map_err(|_| UUID_HINT)
-}
-
-/// A product's id: a UUID, v7 when generated here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ProductId(pub Uuid);
-
-impl ProductId {
-    /// A new time-ordered id.
-    pub fn generate() -> Self {
-        Self(Uuid::now_v7())
-    }
-
-    /// Parses the canonical text form.
-    pub fn parse(s: &str) -> Result<Self, &'static str> {
-        parse_uuid(s).map(Self)
-    }
-}
-
-impl fmt::Display for ProductId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.hyphenated().fmt(f)
-    }
-}
-
-/// The order a reservation belongs to (the order service's id).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct OrderId(pub Uuid);
-
-impl OrderId {
-    /// Parses the canonical text form.
-    pub fn parse(s: &str) -> Result<Self, &'static str> {
-        parse_uuid(s).map(Self)
-    }
-}
-
-impl fmt::Display for OrderId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.hyphenated().fmt(f)
-    }
-}
+emporium_common::uuid_id!(
+    /// A product's id: a UUID, v7 when generated here.
+    ProductId
+);
+emporium_common::uuid_id!(
+    /// The order a reservation belongs to (the order service's id).
+    OrderId
+);
 
 /// A stock-keeping unit: 1 to 64 characters of `A-Z`, `0-9`, `-` and `_`.
 /// Ordered by bytes, which is the order ListProducts promises.
@@ -147,34 +104,6 @@ impl Description {
     /// The description.
     pub fn as_str(&self) -> &str {
         &self.0
-    }
-}
-
-/// An ISO 4217 alphabetic currency code: three upper-case ASCII letters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Currency(String);
-
-impl Currency {
-    /// Parses a code such as `EUR`.
-    pub fn parse(s: &str) -> Result<Self, &'static str> {
-        if s.is_empty() {
-            return Err("is required");
-        }
-        if s.len() != 3 || !s.bytes().all(|b| b.is_ascii_uppercase()) {
-            return Err("must be three upper-case letters like EUR");
-        }
-        Ok(Self(s.to_owned()))
-    }
-
-    /// The code.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Currency {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
     }
 }
 
@@ -307,28 +236,6 @@ impl Reason {
     }
 
     /// The reason.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-/// A client's idempotency key: 1 to 128 printable ASCII characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct IdempotencyKey(String);
-
-impl IdempotencyKey {
-    /// Parses a key exactly as given.
-    pub fn parse(s: &str) -> Result<Self, &'static str> {
-        if s.is_empty() {
-            return Err("is required");
-        }
-        if s.len() > 128 || !s.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
-            return Err("must be 1 to 128 printable ASCII characters");
-        }
-        Ok(Self(s.to_owned()))
-    }
-
-    /// The key.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -1018,7 +925,9 @@ mod tests {
         assert_eq!(Reason::parse(" received ").unwrap().as_str(), "received");
         assert!(Reason::parse("").is_err());
         assert!(Reason::parse(&"r".repeat(501)).is_err());
-        assert!(IdempotencyKey::parse("key 1/2").is_ok());
+        // One rule for every key (emporium_common::types): no spaces.
+        assert!(IdempotencyKey::parse("key-1/2").is_ok());
+        assert!(IdempotencyKey::parse("key 1/2").is_err());
         assert!(IdempotencyKey::parse("").is_err());
         assert!(IdempotencyKey::parse("ü").is_err());
         assert!(IdempotencyKey::parse("tab\t").is_err());
@@ -1068,7 +977,7 @@ mod tests {
     fn reservations_are_priced_and_recognised() {
         let a = product("A", 250);
         let b = product("B", 1000);
-        let order = OrderId(Uuid::now_v7());
+        let order = OrderId::generate();
         let items = [
             ReserveItem {
                 product: ProductRef::Sku(a.sku.clone()),

@@ -1,9 +1,9 @@
 //! The inventory service's errors and the one place they become gRPC statuses.
 
 use emporium_common::{
-    error as common_error,
-    error::{PreconditionViolation, Violations},
     rpc::{Code, ErrorDetails, Status, StatusExt as _},
+    status as common_error,
+    status::{PreconditionViolation, Violations},
 };
 
 use crate::domain::{OrderId, ProductRef, Shortage, Sku};

@@ -7,9 +7,9 @@ use std::collections::HashMap;
 
 use emporium_common::{
     auth::caller,
-    error::{Violations, to_rpc_status},
     paging,
     rpc::{Request, Response, RpcResult, Status, Streaming, async_trait},
+    status::{Violations, to_rpc_status},
     time::timestamp_from_micros,
 };
 use emporium_proto::{common::v1 as pb_common, inventory::v1 as pb};

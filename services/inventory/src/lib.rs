@@ -20,7 +20,7 @@ pub mod store;
 use std::future::Future;
 
 use emporium_common::{
-    auth::Tokens,
+    BoxError,
     config::DatabaseConfig,
     db::Db,
     server::{Listeners, Server},
@@ -29,9 +29,6 @@ use emporium_common::{
 pub use config::Config;
 pub use store::StockLevel;
 
-/// What stops the service from starting or serving.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
 /// Opens the database, applies migrations, checks the catalogue currency, and
 /// serves on `listeners` until `shutdown` completes and the drain is over.
 pub async fn serve(
@@ -39,44 +36,22 @@ pub async fn serve(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), BoxError> {
-    let currency = config.currency()?;
-    let db = Db::connect(&config.database).await?;
+    let base = &config.base;
+    let db = Db::connect(&base.database).await?;
     db.migrate(&store::MIGRATOR).await?;
-    let inventory = service::Inventory::new(store::Store::new(db.clone()), currency);
+    let inventory = service::Inventory::new(
+        store::Store::new(db.clone()),
+        config.inventory.currency.clone(),
+    );
     inventory.check_catalogue_currency().await?;
 
-    let ready_db = db.clone();
-    let result = Server::new(&config.server, Tokens::new(&config.auth)?)
-        .access_log(config.telemetry.access_log)
-        .readiness(move || {
-            let db = ready_db.clone();
-            async move {
-                db.ping()
-                    .await
-                    .map_err(|_| "database unavailable".to_owned())
-            }
-        })
-        .add_service(
-            grpc::InventoryApi::new(inventory).into_server(config.server.max_message_bytes),
-        )
+    let result = Server::for_service(base)?
+        .readiness(db.readiness())
+        .add_service(grpc::InventoryApi::new(inventory).into_server(base.server.max_message_bytes))
         .serve(listeners, shutdown)
         .await;
     db.close().await;
     Ok(result?)
-}
-
-/// Binds the configured addresses and serves (what the binary runs).
-pub async fn run(
-    config: Config,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), BoxError> {
-    let listeners = Listeners::bind(&config.server).await?;
-    tracing::info!(
-        grpc = %listeners.grpc_addr(),
-        admin = %listeners.admin_addr(),
-        "emporium-inventory listening"
-    );
-    serve(config, listeners, shutdown).await
 }
 
 /// Every product's stock counters, read straight from the database in

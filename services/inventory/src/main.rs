@@ -1,11 +1,9 @@
-//! `emporium-inventory`: parse config, start telemetry, serve until SIGTERM/SIGINT.
+//! `emporium-inventory`: the shared service `main` (config, telemetry, serve
+//! until SIGTERM/SIGINT; `health` to probe a running one).
 
 use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    emporium_common::binary::main("emporium-inventory", |config, shutdown| {
-        emporium_inventory::run(config, shutdown)
-    })
-    .await
+    emporium_common::binary::main("emporium-inventory", emporium_inventory::serve).await
 }

@@ -4,7 +4,7 @@
 
 use emporium_common::{
     auth::Caller,
-    error::{Violations, chain},
+    status::{Violations, chain},
     time::now_micros,
 };
 

@@ -2,10 +2,10 @@
 //! timing.
 
 use emporium_common::{
-    client::PeerConfig,
+    binary::ServiceConfig,
     config::{
-        AuthConfig, ConfigError, DEV_SERVICE_PRIVATE_KEY, DatabaseConfig, Secret, ServerConfig,
-        TelemetryConfig, Validate,
+        self, BaseConfig, ConfigError, DEV_SERVICE_PRIVATE_KEY, FromLayers, Layers, LayersError,
+        PeerConfig, Secret, Validate,
     },
 };
 use serde::{Deserialize, Serialize};
@@ -13,14 +13,9 @@ use serde::{Deserialize, Serialize};
 /// Everything the order service reads at start.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Config {
-    /// Ports and request bounds (`EMPORIUM_SERVER__*`).
-    pub server: ServerConfig,
-    /// The orders database (`EMPORIUM_DATABASE__*`).
-    pub database: DatabaseConfig,
-    /// Logging (`EMPORIUM_TELEMETRY__*`).
-    pub telemetry: TelemetryConfig,
-    /// Access tokens (`EMPORIUM_AUTH__*`).
-    pub auth: AuthConfig,
+    /// Server, database, telemetry, auth, development mode.
+    #[serde(flatten)]
+    pub base: BaseConfig,
     /// The services this one calls (`EMPORIUM_PEERS__USER__URL`, …).
     pub peers: Peers,
     /// Saga timing (`EMPORIUM_SAGA__*`).
@@ -79,15 +74,11 @@ impl Default for SagaConfig {
 
 impl Default for Config {
     fn default() -> Self {
+        let mut base = BaseConfig::local("order", 50054, 9094);
+        // The order service signs the service tokens of its saga calls.
+        base.auth.service_private_key = Some(Secret::new(DEV_SERVICE_PRIVATE_KEY));
         Self {
-            server: ServerConfig::local(50054, 9094),
-            database: DatabaseConfig::sqlite_default("order"),
-            telemetry: TelemetryConfig::default(),
-            auth: AuthConfig {
-                // The order service signs the service tokens of its saga calls.
-                service_private_key: Some(Secret::new(DEV_SERVICE_PRIVATE_KEY)),
-                ..AuthConfig::default()
-            },
+            base,
             peers: Peers {
                 user: PeerConfig::local(50051),
                 inventory: PeerConfig::local(50052),
@@ -100,10 +91,7 @@ impl Default for Config {
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
-        self.server.validate()?;
-        self.database.validate()?;
-        self.telemetry.validate()?;
-        self.auth.validate()?;
+        self.base.validate()?;
         self.peers.user.validate_as("peers.user")?;
         self.peers.inventory.validate_as("peers.inventory")?;
         self.peers.payment.validate_as("peers.payment")?;
@@ -138,11 +126,18 @@ impl Validate for Config {
     }
 }
 
-impl emporium_common::binary::ServiceConfig for Config {
-    fn telemetry(&self) -> &TelemetryConfig {
-        &self.telemetry
+impl FromLayers for Config {
+    fn from_layers(layers: &Layers) -> Result<Self, LayersError> {
+        Ok(Self {
+            base: BaseConfig::from_layers(layers)?,
+            peers: config::block(layers, "peers")?,
+            saga: config::block(layers, "saga")?,
+        })
     }
-    fn auth(&self) -> &AuthConfig {
-        &self.auth
+}
+
+impl ServiceConfig for Config {
+    fn base(&self) -> &BaseConfig {
+        &self.base
     }
 }

@@ -3,23 +3,13 @@
 
 use std::fmt;
 
+pub use emporium_common::types::{IdempotencyKey, parse_uuid};
 use uuid::Uuid;
 
 /// Most lines one order may have.
 pub const MAX_ITEMS: usize = 100;
 /// Most units of one SKU in one order.
 pub const MAX_QUANTITY: i64 = 10_000;
-
-/// A UUID in canonical hyphenated form (order and user ids).
-pub fn parse_uuid(s: &str) -> Result<Uuid, &'static str> {
-    if s.is_empty() {
-        return Err("is required");
-    }
-    if s.len() != 36 {
-        return Err("must be a UUID like 0190b1d4-8b9c-7def-8123-456789abcdef");
-    }
-    Uuid::try_parse(s).map_err(|_| "must be a UUID like 0190b1d4-8b9c-7def-8123-456789abcdef")
-}
 
 /// A stock-keeping unit: 1–64 characters of `A-Z 0-9 - _`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -67,28 +57,6 @@ impl PaymentMethod {
     }
 
     /// The name.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-/// A client's idempotency key: 1–128 printable ASCII characters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdempotencyKey(String);
-
-impl IdempotencyKey {
-    /// Parses a key.
-    pub fn parse(s: &str) -> Result<Self, &'static str> {
-        if s.is_empty() {
-            return Err("is required");
-        }
-        if s.len() > 128 || !s.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err("must be 1 to 128 printable ASCII characters");
-        }
-        Ok(Self(s.to_owned()))
-    }
-
-    /// The key.
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -3,7 +3,7 @@
 //! Business failures of the saga (out of stock, declined card) are not errors
 //! here: the order ends CANCELLED with a reason and the call succeeds.
 
-use emporium_common::{error as common_error, error::Violations, rpc::Status};
+use emporium_common::{rpc::Status, status as common_error, status::Violations};
 
 /// Everything that can go wrong in the order service's own RPCs.
 #[derive(Debug, thiserror::Error)]

@@ -6,10 +6,10 @@ use std::{collections::HashSet, pin::Pin, time::Instant};
 
 use emporium_common::{
     auth::{Caller, caller},
-    error::Violations,
-    layers::Deadline,
     paging,
     rpc::{Request, Response, RpcResult, Status, async_trait},
+    stack::Deadline,
+    status::Violations,
     time::{now_micros, timestamp_from_micros},
 };
 use emporium_proto::{common::v1::Money, order::v1 as pb};

@@ -23,6 +23,7 @@ pub mod store;
 use std::{future::Future, time::Duration};
 
 use emporium_common::{
+    BoxError,
     auth::Tokens,
     db::Db,
     server::{Listeners, Server},
@@ -31,9 +32,6 @@ use tokio::sync::{broadcast, watch};
 
 pub use config::Config;
 
-/// What stops the service from starting or serving.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
 /// Serves with the real gRPC peers from `config.peers`.
 pub async fn serve(
     config: Config,
@@ -41,7 +39,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), BoxError> {
     let peers = ports::GrpcPeers::new(
-        Tokens::new(&config.auth)?,
+        Tokens::new(&config.base.auth)?,
         &config.peers.user,
         &config.peers.inventory,
         &config.peers.payment,
@@ -58,7 +56,8 @@ pub async fn serve_with_peers(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), BoxError> {
-    let db = Db::connect(&config.database).await?;
+    let base = &config.base;
+    let db = Db::connect(&base.database).await?;
     db.migrate(&store::MIGRATOR).await?;
     let (events, _) = broadcast::channel(1024);
     let timing = saga::Timing {
@@ -97,18 +96,9 @@ pub async fn serve_with_peers(
         Duration::from_millis(config.saga.create_wait_ms),
         draining,
     );
-    let ready_db = db.clone();
-    let result = Server::new(&config.server, Tokens::new(&config.auth)?)
-        .access_log(config.telemetry.access_log)
-        .readiness(move || {
-            let db = ready_db.clone();
-            async move {
-                db.ping()
-                    .await
-                    .map_err(|_| "database unavailable".to_owned())
-            }
-        })
-        .add_service(grpc::OrderApi::new(orders).into_server(config.server.max_message_bytes))
+    let result = Server::for_service(base)?
+        .readiness(db.readiness())
+        .add_service(grpc::OrderApi::new(orders).into_server(base.server.max_message_bytes))
         .serve(listeners, async move {
             shutdown.await;
             // Open watches end now, so they do not hold the drain open.
@@ -118,18 +108,4 @@ pub async fn serve_with_peers(
     sweeper.abort();
     db.close().await;
     Ok(result?)
-}
-
-/// Binds the configured addresses and serves (what the binary runs).
-pub async fn run(
-    config: Config,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), BoxError> {
-    let listeners = Listeners::bind(&config.server).await?;
-    tracing::info!(
-        grpc = %listeners.grpc_addr(),
-        admin = %listeners.admin_addr(),
-        "emporium-order listening"
-    );
-    serve(config, listeners, shutdown).await
 }

@@ -1,11 +1,9 @@
-//! `emporium-order`: parse config, start telemetry, serve until SIGTERM/SIGINT.
+//! `emporium-order`: the shared service `main` (config, telemetry, serve until
+//! SIGTERM/SIGINT; `health` to probe a running one).
 
 use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    emporium_common::binary::main("emporium-order", |config, shutdown| {
-        emporium_order::run(config, shutdown)
-    })
-    .await
+    emporium_common::binary::main("emporium-order", emporium_order::serve).await
 }

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use emporium_common::{
     auth::{Role, Tokens},
-    client::{PeerChannel, PeerConfig},
+    client::PeerChannel,
+    config::PeerConfig,
     rpc::{Code, MetadataValue, Request, Status, async_trait},
 };
 use emporium_proto::{

@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use emporium_common::{time::now_micros, trace};
+use emporium_common::{telemetry::trace, time::now_micros};
 use tokio::sync::broadcast;
 use tracing::{Instrument as _, field::Empty};
 use uuid::Uuid;

@@ -152,7 +152,7 @@ impl Orders {
         {
             Some((order, stored)) if stored == fingerprint => Ok(Some(order)),
             Some(_) => Err(Error::InvalidArgument(
-                emporium_common::error::Violations::one(
+                emporium_common::status::Violations::one(
                     "idempotency_key",
                     "was already used for a different order",
                 ),

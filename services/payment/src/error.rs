@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 
 use emporium_common::{
-    error::{self as common_error, PreconditionViolation, Violations},
     rpc::{Code, ErrorDetails, Status, StatusExt as _},
+    status::{self as common_error, PreconditionViolation, Violations},
 };
 use emporium_proto::payment::v1 as pb;
 

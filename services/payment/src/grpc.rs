@@ -5,17 +5,17 @@
 
 use emporium_common::{
     auth::caller,
-    error::Violations,
     paging,
     rpc::{Request, Response, RpcResult, async_trait},
+    status::Violations,
     time::timestamp_from_micros,
 };
-use emporium_proto::{common::v1 as common_pb, payment::v1 as pb};
+use emporium_proto::payment::v1 as pb;
 
 use crate::{
     domain::{
-        Currency, DeclineReason, IdempotencyKey, Money, NewCharge, NewRefund, OrderId, Payment,
-        PaymentId, PaymentMethod, PaymentStatus, Refund, RefundReason, UserId,
+        DeclineReason, IdempotencyKey, Money, NewCharge, NewRefund, OrderId, Payment, PaymentId,
+        PaymentMethod, PaymentStatus, Refund, RefundReason, UserId,
     },
     error::Error,
     service::{PAGE_DEFAULT, PAGE_MAX, Payments},
@@ -45,16 +45,6 @@ impl PaymentApi {
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes)
     }
-}
-
-/// An amount to charge or refund: `field.currency_code` and `field.units`.
-fn money(v: &mut Violations, field: &str, m: &common_pb::Money) -> Option<Money> {
-    let currency = v.check(
-        &format!("{field}.currency_code"),
-        Currency::parse(&m.currency_code),
-    );
-    let units = v.check(&format!("{field}.units"), Money::positive_units(m.units));
-    Money::new(currency?, units?).ok()
 }
 
 /// An optional id filter: empty means none.
@@ -89,13 +79,7 @@ impl TryFrom<pb::ChargeRequest> for NewCharge {
         let mut v = Violations::new();
         let order_id = v.check("order_id", OrderId::parse(&r.order_id));
         let user_id = v.check("user_id", UserId::parse(&r.user_id));
-        let amount = match &r.amount {
-            Some(m) => money(&mut v, "amount", m),
-            None => {
-                v.add("amount", "is required");
-                None
-            }
-        };
+        let amount = Money::from_proto(&mut v, "amount", r.amount.as_ref(), Money::positive_units);
         let payment_method = v.check("payment_method", PaymentMethod::parse(&r.payment_method));
         let idempotency_key = v.check("idempotency_key", IdempotencyKey::parse(&r.idempotency_key));
         match (order_id, user_id, amount, payment_method, idempotency_key) {
@@ -122,7 +106,10 @@ impl TryFrom<pb::RefundRequest> for NewRefund {
     fn try_from(r: pb::RefundRequest) -> Result<Self, Violations> {
         let mut v = Violations::new();
         let payment_id = v.check("payment_id", PaymentId::parse(&r.payment_id));
-        let amount = r.amount.as_ref().map(|m| money(&mut v, "amount", m));
+        let amount = r
+            .amount
+            .as_ref()
+            .map(|m| Money::from_proto(&mut v, "amount", Some(m), Money::positive_units));
         let reason = v.check("reason", RefundReason::parse(&r.reason));
         let idempotency_key = v.check("idempotency_key", IdempotencyKey::parse(&r.idempotency_key));
         match (payment_id, amount, reason, idempotency_key) {
@@ -159,18 +146,11 @@ impl From<PaymentStatus> for pb::PaymentStatus {
     }
 }
 
-fn pb_money(currency: &Currency, units: i64) -> common_pb::Money {
-    common_pb::Money {
-        currency_code: currency.as_str().to_owned(),
-        units,
-    }
-}
-
 impl From<Refund> for pb::Refund {
     fn from(r: Refund) -> Self {
         pb::Refund {
             id: r.id.to_string(),
-            amount: Some(pb_money(r.amount.currency(), r.amount.units())),
+            amount: Some(r.amount.to_proto()),
             reason: r.reason,
             create_time: Some(timestamp_from_micros(r.created_at)),
         }
@@ -184,8 +164,8 @@ impl From<Payment> for pb::Payment {
             id: p.id.to_string(),
             order_id: p.order_id.to_string(),
             user_id: p.user_id.to_string(),
-            amount: Some(pb_money(currency, p.amount.units())),
-            amount_refunded: Some(pb_money(currency, p.amount_refunded)),
+            amount: Some(p.amount.to_proto()),
+            amount_refunded: Some(Money::new(currency.clone(), p.amount_refunded).to_proto()),
             status: pb::PaymentStatus::from(p.status) as i32,
             decline_reason: p
                 .decline_reason

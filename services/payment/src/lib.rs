@@ -26,7 +26,7 @@ pub mod store;
 use std::{future::Future, sync::Arc};
 
 use emporium_common::{
-    auth::Tokens,
+    BoxError,
     db::Db,
     server::{Listeners, Server},
 };
@@ -35,9 +35,6 @@ pub use config::Config;
 pub use store::{OrderLedger, ledger};
 
 use processor::{Processor, Simulated};
-
-/// What stops the service from starting or serving.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Opens the database, applies migrations, and serves on `listeners` with the
 /// [`Simulated`] processor until `shutdown` completes and the drain is over.
@@ -56,42 +53,20 @@ pub async fn serve_with_processor(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), BoxError> {
-    let db = Db::connect(&config.database).await?;
+    let base = &config.base;
+    let db = Db::connect(&base.database).await?;
     db.migrate(&store::MIGRATOR).await?;
     let payments = service::Payments::new(
         store::Store::new(db.clone()),
         processor,
-        config.claim_lease(),
+        config.payment.claim_lease(),
     );
 
-    let ready_db = db.clone();
-    let result = Server::new(&config.server, Tokens::new(&config.auth)?)
-        .access_log(config.telemetry.access_log)
-        .readiness(move || {
-            let db = ready_db.clone();
-            async move {
-                db.ping()
-                    .await
-                    .map_err(|_| "database unavailable".to_owned())
-            }
-        })
-        .add_service(grpc::PaymentApi::new(payments).into_server(config.server.max_message_bytes))
+    let result = Server::for_service(base)?
+        .readiness(db.readiness())
+        .add_service(grpc::PaymentApi::new(payments).into_server(base.server.max_message_bytes))
         .serve(listeners, shutdown)
         .await;
     db.close().await;
     Ok(result?)
-}
-
-/// Binds the configured addresses and serves (what the binary runs).
-pub async fn run(
-    config: Config,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), BoxError> {
-    let listeners = Listeners::bind(&config.server).await?;
-    tracing::info!(
-        grpc = %listeners.grpc_addr(),
-        admin = %listeners.admin_addr(),
-        "emporium-payment listening"
-    );
-    serve(config, listeners, shutdown).await
 }

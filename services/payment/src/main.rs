@@ -1,11 +1,9 @@
-//! `emporium-payment`: parse config, start telemetry, serve until SIGTERM/SIGINT.
+//! `emporium-payment`: the shared service `main` (config, telemetry, serve
+//! until SIGTERM/SIGINT; `health` to probe a running one).
 
 use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    emporium_common::binary::main("emporium-payment", |config, shutdown| {
-        emporium_payment::run(config, shutdown)
-    })
-    .await
+    emporium_common::binary::main("emporium-payment", emporium_payment::serve).await
 }

@@ -10,7 +10,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use emporium_common::{auth::Caller, error::Violations, time::now_micros};
+use emporium_common::{auth::Caller, status::Violations, time::now_micros};
 use tracing::Instrument as _;
 use uuid::Uuid;
 

@@ -69,7 +69,9 @@ impl PaymentRow {
         let currency =
             Currency::parse(&self.currency).map_err(|_| corrupt("currency", &self.currency))?;
         let money = |units: i64| {
-            Money::new(currency.clone(), units).map_err(|_| corrupt("amount", &units.to_string()))
+            Money::positive_units(units)
+                .map(|units| Money::new(currency.clone(), units))
+                .map_err(|_| corrupt("amount", &units.to_string()))
         };
         let refunds = refunds
             .into_iter()

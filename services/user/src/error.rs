@@ -1,6 +1,6 @@
 //! The user service's errors and the one place they become gRPC statuses.
 
-use emporium_common::{error as common_error, error::Violations, rpc::Status};
+use emporium_common::{rpc::Status, status as common_error, status::Violations};
 
 /// Everything that can go wrong in the user service.
 #[derive(Debug, thiserror::Error)]

@@ -7,9 +7,9 @@ use std::pin::Pin;
 
 use emporium_common::{
     auth::{Caller, Role, caller},
-    error::{Violations, to_rpc_status},
     paging,
     rpc::{Request, Response, RpcResult, Status, Streaming, async_trait},
+    status::{Violations, to_rpc_status},
     time::{timestamp_from_micros, timestamp_from_secs},
 };
 use emporium_proto::user::v1 as pb;

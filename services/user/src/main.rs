@@ -1,11 +1,9 @@
-//! `emporium-user`: parse config, start telemetry, serve until SIGTERM/SIGINT.
+//! `emporium-user`: the shared service `main` (config, telemetry, serve until
+//! SIGTERM/SIGINT; `health` to probe a running one).
 
 use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    emporium_common::binary::main("emporium-user", |config, shutdown| {
-        emporium_user::run(config, shutdown)
-    })
-    .await
+    emporium_common::binary::main("emporium-user", emporium_user::serve).await
 }

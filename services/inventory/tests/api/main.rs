@@ -19,7 +19,7 @@ use emporium_common::{
 };
 use emporium_inventory::{Config, StockLevel};
 use emporium_proto::{common::v1 as pb_common, inventory::v1 as pb};
-use emporium_testkit::{Spawned, TestDb, auth_config, bearer, server_config, tokens};
+use emporium_testkit::{Spawned, TestDb, base_config, bearer, tokens};
 use pb::inventory_service_client::InventoryServiceClient;
 use uuid::Uuid;
 
@@ -40,9 +40,7 @@ pub(crate) async fn app(db: TestDb) -> App {
     let svc = emporium_testkit::spawn(db, |database, listeners, stop| {
         emporium_inventory::serve(
             Config {
-                server: server_config(),
-                database,
-                auth: auth_config(),
+                base: base_config(database),
                 ..Config::default()
             },
             listeners,

@@ -40,27 +40,27 @@ fn command(dir: &std::path::Path) -> Command {
 fn a_bad_currency_stops_the_process_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let out = command(dir.path())
-        .env("EMPORIUM_CURRENCY", "euro")
+        .env("EMPORIUM_INVENTORY__CURRENCY", "euro")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("EMPORIUM_CURRENCY"), "{err}");
+    assert!(err.contains("EMPORIUM_INVENTORY__CURRENCY"), "{err}");
 }
 
 #[test]
 fn print_config_shows_the_currency_and_redacts_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let out = command(dir.path())
-        .env("EMPORIUM_CURRENCY", "CHF")
+        .env("EMPORIUM_INVENTORY__CURRENCY", "CHF")
         .arg("--print-config")
         .output()
         .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(v["currency"], "CHF");
+    assert_eq!(v["inventory"]["currency"], "CHF");
     assert_eq!(v["auth"]["jwt_secret"], "[redacted]");
     assert_eq!(v["server"]["grpc_addr"], "127.0.0.1:0");
     assert!(!text.contains("process-test-secret"));

@@ -129,7 +129,7 @@ async fn unknown_products_are_not_found_and_each_is_named(db: TestDb) {
         Code::NotFound,
     );
     assert_eq!(s.message(), format!("unknown products: NOPE, {ghost_id}"));
-    let rpc = emporium_common::error::to_rpc_status(&s);
+    let rpc = emporium_common::status::to_rpc_status(&s);
     let infos = rpc
         .details
         .iter()

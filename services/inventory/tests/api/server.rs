@@ -22,7 +22,7 @@ use emporium_inventory::{
     domain::{Currency, Money, Product, ProductId, Sku},
     store::{MIGRATOR, Store},
 };
-use emporium_testkit::{TestDb, auth_config, http_get, server_config};
+use emporium_testkit::{TestDb, base_config, http_get};
 use futures::StreamExt as _;
 
 use crate::app;
@@ -99,11 +99,10 @@ async fn a_catalogue_in_another_currency_stops_the_start() {
     pool.close().await;
 
     let config = Config {
-        server: server_config(),
-        database: db.config(),
-        auth: auth_config(),
-        currency: "USD".into(),
-        ..Config::default()
+        base: base_config(db.config()),
+        inventory: emporium_inventory::config::InventorySettings {
+            currency: Currency::parse("USD").unwrap(),
+        },
     };
     let listeners = Listeners::ephemeral().await.unwrap();
     let err = emporium_inventory::serve(config, listeners, pending())

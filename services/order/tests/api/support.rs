@@ -10,9 +10,7 @@ use emporium_common::{
 use emporium_order::config::{Peers, SagaConfig};
 pub(crate) use emporium_proto::order::v1 as pb;
 use emporium_proto::{common::v1::Money, inventory::v1 as inv, user::v1 as usr};
-use emporium_testkit::{
-    Spawned, TestDb, auth_config, bearer, server_config, spawn, spawn_user, tokens,
-};
+use emporium_testkit::{Spawned, TestDb, base_config, bearer, spawn, spawn_user, tokens};
 use uuid::Uuid;
 
 use crate::invariants::{self, check_invariants};
@@ -45,9 +43,9 @@ pub(crate) fn saga_config() -> SagaConfig {
 }
 
 pub(crate) fn peers(user: &Spawned, inventory: &Spawned, payment_url: String) -> Peers {
-    let peer = |url: String| emporium_common::client::PeerConfig {
+    let peer = |url: String| emporium_common::config::PeerConfig {
         url,
-        ..emporium_common::client::PeerConfig::local(0)
+        ..emporium_common::config::PeerConfig::local(0)
     };
     Peers {
         user: peer(user.url()),
@@ -60,9 +58,7 @@ pub(crate) async fn spawn_inventory(db: TestDb) -> Spawned {
     spawn(db, |database, listeners, stop| {
         emporium_inventory::serve(
             emporium_inventory::Config {
-                server: server_config(),
-                database,
-                auth: auth_config(),
+                base: base_config(database),
                 ..Default::default()
             },
             listeners,
@@ -76,9 +72,7 @@ pub(crate) async fn spawn_payment(db: TestDb) -> Spawned {
     spawn(db, |database, listeners, stop| {
         emporium_payment::serve(
             emporium_payment::Config {
-                server: server_config(),
-                database,
-                auth: auth_config(),
+                base: base_config(database),
                 ..Default::default()
             },
             listeners,
@@ -92,12 +86,9 @@ pub(crate) async fn spawn_order(db: TestDb, peers: Peers, saga: SagaConfig) -> S
     spawn(db, |database, listeners, stop| {
         emporium_order::serve(
             emporium_order::Config {
-                server: server_config(),
-                database,
-                auth: auth_config(),
+                base: base_config(database),
                 peers,
                 saga,
-                ..Default::default()
             },
             listeners,
             stop,

@@ -16,10 +16,7 @@ mod support;
 
 use std::{collections::HashSet, time::Duration};
 
-use emporium_common::{
-    client::{PeerConfig, channel},
-    trace,
-};
+use emporium_common::{client::channel, config::PeerConfig, telemetry::trace};
 use emporium_proto::order::v1 as pb;
 use emporium_testkit::{
     TestDb, bearer, http_get,

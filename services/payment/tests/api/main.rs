@@ -27,7 +27,7 @@ use emporium_payment::{
     processor::{ChargeAttempt, Decision, Processor, Simulated, Unavailable},
 };
 use emporium_proto::{common::v1 as common_pb, payment::v1 as pb};
-use emporium_testkit::{Spawned, TestDb, auth_config, bearer, server_config, spawn, tokens};
+use emporium_testkit::{Spawned, TestDb, base_config, bearer, spawn, tokens};
 use futures::future::BoxFuture;
 use pb::payment_service_client::PaymentServiceClient;
 use tokio::sync::{Semaphore, mpsc};
@@ -47,9 +47,7 @@ pub(crate) async fn app(db: TestDb) -> App {
     let svc = spawn(db, |database, listeners, stop| {
         emporium_payment::serve(
             Config {
-                server: server_config(),
-                database,
-                auth: auth_config(),
+                base: base_config(database),
                 ..Default::default()
             },
             listeners,
@@ -66,9 +64,7 @@ pub(crate) async fn app_with(db: TestDb, processor: Arc<dyn Processor>) -> App {
     let svc = spawn(db, |database, listeners, stop| {
         emporium_payment::serve_with_processor(
             Config {
-                server: server_config(),
-                database,
-                auth: auth_config(),
+                base: base_config(database),
                 ..Default::default()
             },
             processor,

@@ -40,7 +40,7 @@ fn key(s: &str) -> IdempotencyKey {
 }
 
 fn money(currency: &str, units: i64) -> Money {
-    Money::new(Currency::parse(currency).unwrap(), units).unwrap()
+    Money::new(Currency::parse(currency).unwrap(), units)
 }
 
 fn payment(order_id: OrderId, units: i64, status: PaymentStatus) -> Payment {

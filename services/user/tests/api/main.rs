@@ -29,8 +29,8 @@ pub(crate) struct App {
 
 pub(crate) async fn app(db: TestDb) -> App {
     let svc = spawn_user(db, |c| {
-        c.admin_email = Some(ADMIN_EMAIL.into());
-        c.admin_password = Some(emporium_common::config::Secret::new(ADMIN_PASSWORD));
+        c.user.admin_email = Some(ADMIN_EMAIL.into());
+        c.user.admin_password = Some(emporium_common::config::Secret::new(ADMIN_PASSWORD));
     })
     .await;
     let client = UserServiceClient::new(svc.channel().await);

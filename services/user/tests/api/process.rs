@@ -40,8 +40,8 @@ pub(crate) fn command(dir: &std::path::Path) -> Command {
             "EMPORIUM_AUTH__JWT_SECRET",
             "process-test-secret-0123456789abcdef",
         )
-        .env("EMPORIUM_ADMIN_EMAIL", ADMIN_EMAIL)
-        .env("EMPORIUM_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("EMPORIUM_USER__ADMIN_EMAIL", ADMIN_EMAIL)
+        .env("EMPORIUM_USER__ADMIN_PASSWORD", ADMIN_PASSWORD)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     cmd
@@ -214,8 +214,8 @@ fn print_config_redacts_secrets() {
     let text = String::from_utf8(out.stdout).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["auth"]["jwt_secret"], "[redacted]");
-    assert_eq!(v["admin_password"], "[redacted]");
-    assert_eq!(v["admin_email"], ADMIN_EMAIL);
+    assert_eq!(v["user"]["admin_password"], "[redacted]");
+    assert_eq!(v["user"]["admin_email"], ADMIN_EMAIL);
     assert!(!text.contains(ADMIN_PASSWORD) && !text.contains("process-test-secret"));
 }
 

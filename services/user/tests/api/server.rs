@@ -182,8 +182,8 @@ async fn shutdown_reports_not_serving_and_finishes_in_flight_calls() {
 async fn each_caller_is_rate_limited_on_its_own() {
     use emporium_common::rpc::StatusExt as _;
     let svc = emporium_testkit::spawn_user(TestDb::sqlite(), |c| {
-        c.server.rate_limit_per_sec = 1;
-        c.server.rate_limit_burst = 2;
+        c.base.server.rate_limit_per_sec = 1;
+        c.base.server.rate_limit_burst = 2;
     })
     .await;
     let mut client = pb::user_service_client::UserServiceClient::new(svc.channel().await);

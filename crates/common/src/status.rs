@@ -1,5 +1,6 @@
-//! The building blocks every service's `From<Error> for Status` uses, so the
-//! mapping of domain errors to gRPC codes reads the same everywhere.
+//! Errors as gRPC statuses: the building blocks every service's
+//! `From<Error> for Status` uses, so the mapping of domain errors to gRPC codes
+//! reads the same everywhere.
 //!
 //! - invalid input: INVALID_ARGUMENT with a `google.rpc.BadRequest` listing every
 //!   offending field ([`Violations`]);
@@ -155,38 +156,27 @@ pub fn chain(err: &(dyn StdError + 'static)) -> String {
     s
 }
 
-/// Text that must never appear in a message a client sees: SQL, driver names,
-/// panic and backtrace text, source and file paths, tokens. Upper-case markers
-/// match as written (SQL keywords); the others ignore case.
-pub const LEAK_MARKERS: [&str; 16] = [
-    "SELECT",
-    "INSERT",
-    "UPDATE ",
-    "DELETE FROM",
-    "sqlx",
-    "sqlite",
-    "postgres",
-    "panicked",
-    "RUST_BACKTRACE",
-    "/src/",
-    ".rs:",
-    "/home/",
-    "/root/",
-    "/tmp/",
-    "stack backtrace",
-    "Bearer ",
-];
-
-/// The first [`LEAK_MARKERS`] entry `message` contains, if any.
-pub fn leak_in(message: &str) -> Option<&'static str> {
-    let lower = message.to_lowercase();
-    LEAK_MARKERS.into_iter().find(|marker| {
-        if marker.bytes().any(|b| b.is_ascii_lowercase()) {
-            lower.contains(&marker.to_lowercase())
-        } else {
-            message.contains(marker)
-        }
-    })
+/// The canonical upper-snake name of a gRPC code, as dashboards and logs show it.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
 }
 
 /// The `google.rpc.Status` equivalent of a tonic status, details included, for

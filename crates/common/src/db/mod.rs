@@ -5,19 +5,27 @@
 //! connection and a separate read pool: a second writer gains nothing and stalls
 //! in the busy handler. On PostgreSQL both handles are the same pool.
 
+mod errors;
+mod tx;
+
 use std::{
     path::Path,
     sync::Arc,
     time::{Duration, Instant},
 };
 
+use futures::future::BoxFuture;
 use sqlx::{
-    AnyConnection, AnyPool, Executor as _,
+    AnyPool, Executor as _,
     any::AnyPoolOptions,
     migrate::{MigrateError, Migrator},
 };
 use tracing::{Instrument as _, field::Empty};
 
+pub use self::{
+    errors::{DbFailure, classify, status},
+    tx::Tx,
+};
 use crate::config::DatabaseConfig;
 
 /// Which database a [`Db`] talks to.
@@ -155,7 +163,7 @@ impl Db {
                 start,
             }),
             Err(e) => {
-                crate::trace::record_error(&span, "begin failed");
+                crate::telemetry::trace::record_error(&span, "begin failed");
                 Err(e)
             }
         }
@@ -204,82 +212,26 @@ impl Db {
         Ok(())
     }
 
+    /// The readiness check of a service whose only dependency is this
+    /// database: `/readyz` answers 503 while it does not answer.
+    pub fn readiness(
+        &self,
+    ) -> impl Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync + 'static {
+        let db = self.clone();
+        move || {
+            let db = db.clone();
+            Box::pin(async move {
+                db.ping()
+                    .await
+                    .map_err(|_| "database unavailable".to_owned())
+            })
+        }
+    }
+
     /// Closes every connection, waiting for those in use.
     pub async fn close(&self) {
         self.writer.close().await;
         self.reader.close().await;
-    }
-}
-
-/// A write transaction from [`Db::begin`]: use `&mut *tx` as the executor,
-/// finish with [`Tx::commit`].
-#[derive(Debug)]
-pub struct Tx {
-    inner: Option<sqlx::Transaction<'static, sqlx::Any>>,
-    span: tracing::Span,
-    operation: &'static str,
-    db: Arc<str>,
-    start: Instant,
-}
-
-impl Tx {
-    /// Commits; the span and the metrics record the outcome.
-    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
-        let Some(tx) = self.inner.take() else {
-            return Ok(());
-        };
-        let result = tx.commit().instrument(self.span.clone()).await;
-        self.finish(if result.is_ok() {
-            None
-        } else {
-            Some("commit failed")
-        });
-        result
-    }
-
-    /// Rolls back on purpose (a refusal found inside the transaction); the span
-    /// records why.
-    pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
-        let Some(tx) = self.inner.take() else {
-            return Ok(());
-        };
-        self.finish(Some("rolled back"));
-        tx.rollback().await
-    }
-
-    fn finish(&self, failure: Option<&str>) {
-        metrics::histogram!(
-            "db_transaction_duration_seconds",
-            "db" => self.db.to_string(),
-            "operation" => self.operation,
-            "outcome" => if failure.is_none() { "commit" } else { "rollback" },
-        )
-        .record(self.start.elapsed().as_secs_f64());
-        if let Some(why) = failure {
-            crate::trace::record_error(&self.span, why);
-        }
-    }
-}
-
-impl Drop for Tx {
-    fn drop(&mut self) {
-        // Still open: an error (or a dropped request) left it; sqlx rolls back.
-        if self.inner.is_some() {
-            self.finish(Some("rolled back"));
-        }
-    }
-}
-
-impl std::ops::Deref for Tx {
-    type Target = AnyConnection;
-    fn deref(&self) -> &AnyConnection {
-        self.inner.as_ref().expect("transaction already finished")
-    }
-}
-
-impl std::ops::DerefMut for Tx {
-    fn deref_mut(&mut self) -> &mut AnyConnection {
-        self.inner.as_mut().expect("transaction already finished")
     }
 }
 
@@ -339,47 +291,6 @@ fn sqlite_url(url: &str) -> Result<String, DbError> {
         }
     }
     Ok(url)
-}
-
-/// How a failed query should reach the client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DbFailure {
-    /// A unique constraint refused the write: ALREADY_EXISTS (or a replay).
-    UniqueViolation,
-    /// The database is down, busy or out of connections: UNAVAILABLE, retryable.
-    Unavailable,
-    /// Anything else: INTERNAL.
-    Other,
-}
-
-/// Classifies a sqlx error in one place, so no service matches on error strings.
-pub fn classify(e: &sqlx::Error) -> DbFailure {
-    match e {
-        sqlx::Error::Database(db) if db.is_unique_violation() => DbFailure::UniqueViolation,
-        sqlx::Error::Database(db) => {
-            // SQLITE_BUSY / SQLITE_LOCKED and PostgreSQL's serialization and
-            // connection-class failures are transient.
-            match db.code().as_deref() {
-                Some("5" | "6" | "40001" | "40P01" | "57P01" | "57P03") => DbFailure::Unavailable,
-                Some(code) if code.starts_with("08") => DbFailure::Unavailable,
-                _ => DbFailure::Other,
-            }
-        }
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::WorkerCrashed => DbFailure::Unavailable,
-        _ => DbFailure::Other,
-    }
-}
-
-/// The `tonic::Status` for a database error that has no domain meaning here.
-pub fn status(e: &sqlx::Error) -> tonic::Status {
-    match classify(e) {
-        DbFailure::Unavailable => crate::error::unavailable("database", e),
-        DbFailure::UniqueViolation | DbFailure::Other => crate::error::internal(e),
-    }
 }
 
 #[cfg(test)]

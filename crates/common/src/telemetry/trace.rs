@@ -1,12 +1,12 @@
-//! Distributed tracing glue: W3C trace context and baggage in gRPC metadata, and
+//! Distributed tracing: W3C trace context and baggage in gRPC metadata, and
 //! the RPC spans both sides of a call open.
 //!
-//! tonic propagates nothing by itself. The server stack ([`crate::layers`])
+//! tonic propagates nothing by itself. The server stack ([`crate::stack`])
 //! extracts `traceparent`, `tracestate` and `baggage` from every request and
 //! makes its span a child of the caller's; every peer channel
 //! ([`crate::client::PeerChannel`]) opens a client span and injects it. Service
 //! code never touches either. Spans are `tracing` spans; the
-//! `tracing-opentelemetry` layer installed by [`crate::telemetry::init`] turns
+//! `tracing-opentelemetry` layer installed by [`super::init`] turns
 //! them into OpenTelemetry spans (names, kinds and status through the `otel.*`
 //! fields it understands).
 
@@ -159,7 +159,7 @@ pub fn record_status(span: &tracing::Span, side: Side, code: Code, message: &str
     span.record("rpc.grpc.status_code", code as i64);
     if is_error(side, code) {
         span.record("otel.status_code", "ERROR");
-        let name = crate::layers::code_name(code);
+        let name = crate::status::code_name(code);
         if message.is_empty() {
             span.record("otel.status_description", name);
         } else {

@@ -9,11 +9,13 @@
 //! are still served for the drain delay (so load balancers see the change first);
 //! then the listener closes and in-flight calls get the grace period to finish.
 
+mod admin;
+mod listeners;
+mod signal;
+
 use std::{
     convert::Infallible,
     future::Future,
-    io,
-    net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -21,9 +23,7 @@ use std::{
     time::Duration,
 };
 
-use axum::{Router, extract::State, http::StatusCode, routing::get};
-use futures::future::BoxFuture;
-use tokio::{net::TcpListener, sync::oneshot};
+use tokio::sync::oneshot;
 use tonic::{
     body::Body,
     server::NamedService,
@@ -33,58 +33,18 @@ use tonic::{
 use tonic_health::ServingStatus;
 use tower::Service;
 
+pub use self::{admin::ReadinessCheck, listeners::Listeners, signal::shutdown_signal};
 use crate::{
     auth::Tokens,
-    config::ServerConfig,
-    layers::{
-        AuthMiddleware, CatchPanicMiddleware, DeadlineMiddleware, KnownMethods, LoadShedMiddleware,
-        MetricsMiddleware, MiddlewareLayer, RateLimitMiddleware, RequestIdMiddleware,
-        TraceContextMiddleware,
-    },
+    config::{BaseConfig, ServerConfig},
+    stack::{KnownMethods, ServerStack},
 };
 
-/// The bound gRPC and admin sockets. Bind first, then serve: tests bind
-/// `127.0.0.1:0` and read the ports without guessing or sleeping.
-#[derive(Debug)]
-pub struct Listeners {
-    grpc: TcpListener,
-    admin: TcpListener,
-}
-
-impl Listeners {
-    /// Binds the addresses in `config`.
-    pub async fn bind(config: &ServerConfig) -> io::Result<Self> {
-        let grpc = TcpListener::bind(config.grpc_addr).await.map_err(|e| {
-            io::Error::new(e.kind(), format!("bind gRPC {}: {e}", config.grpc_addr))
-        })?;
-        let admin = TcpListener::bind(config.admin_addr).await.map_err(|e| {
-            io::Error::new(e.kind(), format!("bind admin {}: {e}", config.admin_addr))
-        })?;
-        Ok(Self { grpc, admin })
-    }
-
-    /// Binds both on `127.0.0.1` with ports chosen by the OS.
-    pub async fn ephemeral() -> io::Result<Self> {
-        Ok(Self {
-            grpc: TcpListener::bind("127.0.0.1:0").await?,
-            admin: TcpListener::bind("127.0.0.1:0").await?,
-        })
-    }
-
-    /// The gRPC address actually bound.
-    pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc
-            .local_addr()
-            .expect("bound listener has an address")
-    }
-
-    /// The admin HTTP address actually bound.
-    pub fn admin_addr(&self) -> SocketAddr {
-        self.admin
-            .local_addr()
-            .expect("bound listener has an address")
-    }
-}
+/// The health service name that stays SERVING for the whole life of the
+/// process, draining included: what a liveness probe asks for, so that a
+/// draining replica is taken out of rotation (readiness) without being
+/// restarted (liveness).
+pub const LIVENESS: &str = "liveness";
 
 /// Serving failed.
 #[derive(Debug, thiserror::Error)]
@@ -102,8 +62,6 @@ pub enum ServeError {
     #[error("TLS setup failed: {0}")]
     Tls(String),
 }
-
-type ReadinessCheck = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
 /// Builder for one service's server.
 pub struct Server {
@@ -136,6 +94,12 @@ impl Server {
             access_log: true,
             readiness: None,
         }
+    }
+
+    /// A server for a service with the shared `base` settings: tokens verified
+    /// with `base.auth`, the access log as `base.telemetry` says.
+    pub fn for_service(base: &BaseConfig) -> Result<Self, crate::auth::TokenError> {
+        Ok(Self::new(&base.server, Tokens::new(&base.auth)?).access_log(base.telemetry.access_log))
     }
 
     /// Adds a generated gRPC service; its health status is reported under its
@@ -189,6 +153,9 @@ impl Server {
         crate::telemetry::metrics_handle();
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_service_status("", ServingStatus::Serving).await;
+        health
+            .set_service_status(LIVENESS, ServingStatus::Serving)
+            .await;
         for name in &self.service_names {
             health
                 .set_service_status(*name, ServingStatus::Serving)
@@ -231,38 +198,13 @@ impl Server {
             .add_service(v1alpha);
 
         let known = KnownMethods::from_descriptor_sets(&descriptor_sets);
-        let stack = tower::ServiceBuilder::new()
-            // First, so every later layer, log line and the response carry the id.
-            .layer(MiddlewareLayer(RequestIdMiddleware))
-            // The server span, continuing the caller's trace; everything below
-            // logs inside it and every outbound call carries it on.
-            .layer(MiddlewareLayer(TraceContextMiddleware))
-            // Above auth and shedding, so refused calls are counted with their code.
-            .layer(MiddlewareLayer(
-                MetricsMiddleware::new(known, self.access_log)
-                    .with_leak_guard(self.config.leak_guard),
-            ))
-            // Before any work is admitted: unauthenticated calls cost nothing below.
-            .layer(MiddlewareLayer(AuthMiddleware::new(
-                self.tokens.clone(),
-                self.public_methods.clone(),
-            )))
-            // After auth, so the limit is per user, not per connection or address.
-            .layer(MiddlewareLayer(RateLimitMiddleware::new(
-                self.config.rate_limit_per_sec,
-                self.config.rate_limit_burst,
-            )))
-            // Global, not per connection: many connections must not multiply the limit.
-            .layer(MiddlewareLayer(LoadShedMiddleware::new(
-                self.config.max_in_flight,
-            )))
-            // Only admitted work is timed; the deadline is visible to handlers.
-            .layer(MiddlewareLayer(DeadlineMiddleware::new(
-                self.config.request_timeout(),
-            )))
-            // Innermost, so a panic becomes a gRPC status the layers above can see.
-            .layer(MiddlewareLayer(CatchPanicMiddleware))
-            .into_inner();
+        let stack = ServerStack::new(
+            &self.config,
+            self.tokens.clone(),
+            self.public_methods.clone(),
+            known,
+            self.access_log,
+        );
 
         let mut builder = tonic::transport::Server::builder();
         // TLS wraps each accepted connection before HTTP/2: with mutual TLS a
@@ -273,9 +215,9 @@ impl Server {
                 .tls
                 .server_tls_config()
                 .map_err(|e| ServeError::Tls(e.to_string()))?;
-            builder = builder
-                .tls_config(tls)
-                .map_err(|e| ServeError::Tls(format!("server.tls: {}", crate::error::chain(&e))))?;
+            builder = builder.tls_config(tls).map_err(|e| {
+                ServeError::Tls(format!("server.tls: {}", crate::status::chain(&e)))
+            })?;
         }
         let grpc_server = builder
             .max_concurrent_streams(self.config.max_concurrent_streams)
@@ -294,15 +236,7 @@ impl Server {
         }));
 
         let draining = Arc::new(AtomicBool::new(false));
-        let admin_state = AdminState {
-            draining: draining.clone(),
-            readiness: self.readiness.clone(),
-        };
-        let admin_router = Router::new()
-            .route("/healthz", get(|| async { "ok\n" }))
-            .route("/readyz", get(readyz))
-            .route("/metrics", get(metrics_text))
-            .with_state(admin_state);
+        let admin_router = admin::router(draining.clone(), self.readiness.clone());
         let (admin_stop_tx, admin_stop_rx) = oneshot::channel::<()>();
         let admin = tokio::spawn(
             axum::serve(listeners.admin, admin_router)
@@ -361,67 +295,5 @@ impl Server {
             Err(e) => return Err(ServeError::Admin(e.to_string())),
         }
         result
-    }
-}
-
-#[derive(Clone)]
-struct AdminState {
-    draining: Arc<AtomicBool>,
-    readiness: Option<ReadinessCheck>,
-}
-
-async fn readyz(State(state): State<AdminState>) -> (StatusCode, String) {
-    if state.draining.load(Ordering::SeqCst) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n".into());
-    }
-    if let Some(check) = &state.readiness {
-        match tokio::time::timeout(Duration::from_secs(2), check()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
-            Err(_) => {
-                return (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "readiness check timed out\n".into(),
-                );
-            }
-        }
-    }
-    (StatusCode::OK, "ready\n".into())
-}
-
-async fn metrics_text() -> String {
-    crate::telemetry::render_metrics()
-}
-
-/// Completes on SIGTERM or SIGINT (Ctrl-C): the shutdown future for binaries.
-///
-/// The handlers are installed when this is called, not when the future is first
-/// polled: a signal that arrives while the server is still starting must start a
-/// drain, not kill the process with the default action. Call it inside the runtime.
-pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let term = signal(SignalKind::terminate());
-        let int = signal(SignalKind::interrupt());
-        async move {
-            match (term, int) {
-                (Ok(mut term), Ok(mut int)) => tokio::select! {
-                    _ = term.recv() => tracing::info!("SIGTERM received"),
-                    _ = int.recv() => tracing::info!("SIGINT received"),
-                },
-                _ => {
-                    tracing::warn!("cannot install signal handlers; falling back to Ctrl-C");
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        async {
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::info!("Ctrl-C received");
-        }
     }
 }

@@ -1,0 +1,124 @@
+//! The `server` block: listeners and how requests are bounded.
+
+use std::{net::SocketAddr, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use super::{ConfigError, TlsConfig, Validate};
+
+/// The gRPC and admin listeners and how requests are bounded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerConfig {
+    /// Address of the gRPC port (the API, `grpc.health.v1.Health`, reflection).
+    pub grpc_addr: SocketAddr,
+    /// Address of the admin HTTP port (`/healthz`, `/readyz`, `/metrics`).
+    pub admin_addr: SocketAddr,
+    /// Longest a request may run when the client sends no `grpc-timeout`, in
+    /// milliseconds; a shorter client deadline always wins.
+    pub request_timeout_ms: u64,
+    /// After SIGTERM/SIGINT: how long health reports NOT_SERVING while new calls are
+    /// still accepted, so load balancers stop routing here first (milliseconds).
+    pub drain_delay_ms: u64,
+    /// After the drain delay: how long in-flight calls get to finish before the
+    /// process exits anyway (milliseconds).
+    pub shutdown_grace_ms: u64,
+    /// Most requests handled at once across all connections; the excess is refused
+    /// with RESOURCE_EXHAUSTED instead of queueing.
+    pub max_in_flight: usize,
+    /// Most concurrent HTTP/2 streams one client connection may open.
+    pub max_concurrent_streams: u32,
+    /// Largest request or response message, in bytes.
+    pub max_message_bytes: usize,
+    /// Requests per second each caller (a user, or an address for calls without
+    /// a token) may make, refilled continuously; the excess gets
+    /// RESOURCE_EXHAUSTED with a retry delay. 0 turns the limit off. Calls from
+    /// peer services are not limited here (the order service bounds its own).
+    pub rate_limit_per_sec: u32,
+    /// How many requests a caller may make at once above that rate (bucket size).
+    pub rate_limit_burst: u32,
+    /// Testing aid, compiled only into test builds: a response whose status
+    /// message contains internals (SQL, paths, panic text, tokens; see
+    /// `testing::LEAK_MARKERS`) aborts its connection and logs an error. The
+    /// test harness turns it on, so every error of every test is scanned.
+    #[cfg(any(test, feature = "testing"))]
+    #[serde(default)]
+    pub leak_guard: bool,
+    /// TLS on the gRPC port (off by default).
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+impl ServerConfig {
+    /// Defaults for a service on the given local ports.
+    pub fn local(grpc_port: u16, admin_port: u16) -> Self {
+        Self {
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], grpc_port)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], admin_port)),
+            request_timeout_ms: 10_000,
+            drain_delay_ms: 1_000,
+            shutdown_grace_ms: 20_000,
+            max_in_flight: 1_024,
+            max_concurrent_streams: 256,
+            max_message_bytes: 4 * 1024 * 1024,
+            rate_limit_per_sec: 50,
+            rate_limit_burst: 100,
+            #[cfg(any(test, feature = "testing"))]
+            leak_guard: false,
+            tls: TlsConfig::default(),
+        }
+    }
+
+    /// [`Self::request_timeout_ms`] as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// [`Self::drain_delay_ms`] as a duration.
+    pub fn drain_delay(&self) -> Duration {
+        Duration::from_millis(self.drain_delay_ms)
+    }
+
+    /// [`Self::shutdown_grace_ms`] as a duration.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+impl Validate for ServerConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.request_timeout_ms == 0 {
+            return Err(ConfigError::invalid(
+                "server.request_timeout_ms",
+                "must be > 0",
+            ));
+        }
+        if self.max_in_flight == 0 {
+            return Err(ConfigError::invalid("server.max_in_flight", "must be > 0"));
+        }
+        if self.max_concurrent_streams == 0 {
+            return Err(ConfigError::invalid(
+                "server.max_concurrent_streams",
+                "must be > 0",
+            ));
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.max_message_bytes) {
+            return Err(ConfigError::invalid(
+                "server.max_message_bytes",
+                "must be between 1024 and 67108864",
+            ));
+        }
+        if self.rate_limit_per_sec > 0 && self.rate_limit_burst == 0 {
+            return Err(ConfigError::invalid(
+                "server.rate_limit_burst",
+                "must be > 0 when server.rate_limit_per_sec is",
+            ));
+        }
+        if self.grpc_addr == self.admin_addr && self.grpc_addr.port() != 0 {
+            return Err(ConfigError::invalid(
+                "server.admin_addr",
+                "must differ from server.grpc_addr",
+            ));
+        }
+        self.tls.validate()
+    }
+}
