@@ -38,17 +38,14 @@ IMAGE_REPO = "ghcr.io/emporium-dev/emporium-{svc}"
 SERVICE_BINARY_IN_IMAGE = "/usr/local/bin/emporium-service"
 # Read by the binaries, but test and fault hooks: never in a deployment.
 FORBIDDEN_VARS = {"EMPORIUM_SAGA__CRASH_AFTER", "EMPORIUM_SERVER__LEAK_GUARD"}
-# Read outside the --print-config JSON (docs: deploy contract).
+# Read outside the --print-config JSON (the deploy contract); <VAR>_FILE is
+# accepted for every EMPORIUM_ setting the binary has.
 EXTRA_VARS = {
     "EMPORIUM_CONFIG", "EMPORIUM_DEV_MODE", "RUST_LOG",
     "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES",
     "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG",
 }
 EXTRA_PREFIXES = ("OTEL_BSP_",)
-FILE_VARIANTS = {
-    "EMPORIUM_AUTH__JWT_SECRET", "EMPORIUM_AUTH__SERVICE_PRIVATE_KEY",
-    "EMPORIUM_AUTH__SERVICE_PUBLIC_KEY", "EMPORIUM_DATABASE__URL", "EMPORIUM_USER__ADMIN_PASSWORD",
-}
 
 
 class Problems(list):
@@ -93,7 +90,8 @@ class Binary:
         config = json.loads(run.stdout)
         self.vars: set[str] = set()
         flatten("", config, self.vars)
-        self.vars |= {f"{v}_FILE" for v in FILE_VARIANTS if v in self.vars}
+        # Any setting may also come from a file: <VAR>_FILE (config/env.rs).
+        self.vars |= {f"{v}_FILE" for v in self.vars if v.startswith("EMPORIUM_")}
         self.vars |= EXTRA_VARS
         self.grpc_port = int(config["server"]["grpc_addr"].rsplit(":", 1)[1])
         self.admin_port = int(config["server"]["admin_addr"].rsplit(":", 1)[1])
