@@ -484,10 +484,10 @@ def k8s_policy(problems: Problems, variant: str, docs: list[dict], services: lis
                     not s["metadata"]["name"].endswith("-db"):
                 problems.add(w, "headless Service has no port named grpc")
     # The order service's peers are the headless Services.
-    order_cm = configmaps.get(next((ef["configMapRef"]["name"] for ef in
-                                    (deployments.get("emporium-order", {}).get("spec", {}).get("template", {})
-                                     .get("spec", {}).get("containers", [{}])[0].get("envFrom") or [])
-                                    if "configMapRef" in ef and "order" in ef["configMapRef"]["name"]), ""), {})
+    order_cm: dict = {}
+    if "emporium-order" in deployments:
+        for ef in deployments["emporium-order"]["spec"]["template"]["spec"]["containers"][0].get("envFrom") or []:
+            order_cm.update(configmaps.get((ef.get("configMapRef") or {}).get("name"), {}))
     for peer in services:
         var = f"EMPORIUM_PEERS__{peer.upper()}__URL"
         if peer == "order" or "order" not in services:
@@ -852,9 +852,10 @@ def check_dockerfile(problems: Problems, repo: Path, services, binaries) -> None
     order = list(stages)
     if not order or order[-1] != "runtime":
         problems.add(w, "the last stage (the default target) must be `runtime`")
+    build_stages = [order.index(s) for s in stages if stages[s]["from"] == "${RUST_IMAGE}"]
     if "prebuilt" not in stages:
         problems.add(w, "no `prebuilt` target")
-    elif order.index("prebuilt") > min(order.index(s) for s in ("chef", "builder") if s in stages) if any(s in stages for s in ("chef", "builder")) else False:
+    elif build_stages and order.index("prebuilt") > min(build_stages):
         problems.add(w, "`prebuilt` must come before the build stages (the classic builder builds every stage up to the target)")
     for name, st in stages.items():
         for line in st["lines"]:
