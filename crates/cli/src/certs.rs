@@ -19,7 +19,7 @@ use std::{
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 
 use crate::{cli::DevCertsArgs, error::CliError};
@@ -88,7 +88,7 @@ pub fn write_dev_certs(args: &DevCertsArgs) -> Result<(), CliError> {
     outln!("  {:<26} {CA_NAME}, valid until {ca_until}", show("ca.pem"))?;
     for svc in SERVICES {
         outln!(
-            "  {:<26} emporium-{svc}, localhost, 127.0.0.1; server + client; valid until {leaf_until}",
+            "  {:<26} spiffe://emporium/{svc}, emporium-{svc}, localhost, 127.0.0.1; server + client; valid until {leaf_until}",
             show(&format!("{svc}.pem"))
         )?;
         outln!(
@@ -149,6 +149,10 @@ fn generate(now: SystemTime) -> Result<Vec<Output>, rcgen::Error> {
             "127.0.0.1".to_owned(),
             host.clone(),
         ])?;
+        // The service identity the internal RPCs check under mutual TLS.
+        leaf.subject_alt_names.push(SanType::URI(
+            format!("{}{svc}", emporium_common::tls::SERVICE_URI_PREFIX).try_into()?,
+        ));
         leaf.distinguished_name = name(&host);
         leaf.is_ca = IsCa::ExplicitNoCa;
         leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];

@@ -66,6 +66,9 @@ pub struct Caller {
     pub roles: Vec<Role>,
     /// The calling service, for a service token (`"order"`).
     pub service: Option<String>,
+    /// Over mutual TLS: the service the client certificate names (see
+    /// `tls::service_of`; empty when it names none). `None` without mutual TLS.
+    pub certificate: Option<String>,
 }
 
 impl Caller {
@@ -88,11 +91,15 @@ impl Caller {
     /// The gate of the saga's internal RPCs (ReserveStock, Charge, Refund, …):
     /// only the order service, acting for a user, may call them; anyone else,
     /// admins included, gets the refusal message for PERMISSION_DENIED.
+    /// Over mutual TLS the client certificate must be the order service's too:
+    /// a token that leaked to another service cannot be replayed from there.
     pub fn ensure_order_service(&self) -> Result<(), &'static str> {
-        if self.is_service(ORDER_SERVICE) {
-            Ok(())
-        } else {
-            Err("only the order service may call this method")
+        if !self.is_service(ORDER_SERVICE) {
+            return Err("only the order service may call this method");
+        }
+        match self.certificate.as_deref() {
+            None | Some(ORDER_SERVICE) => Ok(()),
+            Some(_) => Err("only the order service's certificate may call this method"),
         }
     }
 }
@@ -357,6 +364,7 @@ impl Tokens {
             user_id,
             roles,
             service,
+            certificate: None,
         })
     }
 }
@@ -429,6 +437,7 @@ mod tests {
             user_id: me,
             roles: vec![Role::Customer],
             service: None,
+            certificate: None,
         };
         assert!(caller.may_act_for(me));
         assert!(!caller.may_act_for(Uuid::now_v7()));

@@ -120,12 +120,22 @@ where
     if let Some(Command::Health(args)) = cli.command {
         return health(binary, config.base(), &args).await;
     }
+    let development_keys = match config.base().check_development_keys() {
+        Ok(keys) => keys,
+        Err(e) => return fail(&e),
+    };
     let service = binary.strip_prefix("emporium-").unwrap_or(binary);
     let _telemetry = telemetry::init(&config.base().telemetry, service);
     for name in &loaded.unknown {
         tracing::warn!(variable = %name, "ignoring {name}: this service has no such setting");
     }
-    config.base().auth.warn_if_development();
+    if config.base().dev_mode {
+        tracing::warn!(
+            keys = ?development_keys,
+            "DEVELOPMENT MODE (EMPORIUM_DEV_MODE): built-in development keys are allowed; \
+             never run this way in production"
+        );
+    }
     let listeners = match Listeners::bind(&config.base().server).await {
         Ok(l) => l,
         Err(e) => return fail(&e),

@@ -73,6 +73,16 @@ impl Violations {
     pub fn finish(self) -> Result<(), Violations> {
         if self.is_empty() { Ok(()) } else { Err(self) }
     }
+
+    /// The parsed request when nothing was recorded, else every violation: the
+    /// end of a transport's `TryFrom`, so no `expect` follows validation.
+    /// `value` is `None` only when a [`Self::check`] recorded why.
+    pub fn finish_with<T>(self, value: Option<T>) -> Result<T, Violations> {
+        match value {
+            Some(value) if self.is_empty() => Ok(value),
+            _ => Err(self),
+        }
+    }
 }
 
 impl fmt::Display for Violations {
@@ -128,6 +138,48 @@ pub fn failed_precondition(
         );
     }
     Status::with_error_details(Code::FailedPrecondition, message, details)
+}
+
+/// An internal failure (a bug, a broken invariant, a task that died): what was
+/// being done, and the error that stopped it when there is one. Services wrap
+/// it in their `Internal` variant, so the log line shows the whole chain while
+/// the client gets only "internal error".
+#[derive(Debug, thiserror::Error)]
+#[error("{context}")]
+pub struct InternalError {
+    context: String,
+    #[source]
+    source: Option<crate::BoxError>,
+}
+
+impl InternalError {
+    /// A failure with no underlying error.
+    pub fn new(context: impl Into<String>) -> Self {
+        Self {
+            context: context.into(),
+            source: None,
+        }
+    }
+
+    /// A failure caused by `source`, whose chain is kept for the log.
+    pub fn caused_by(context: impl Into<String>, source: impl Into<crate::BoxError>) -> Self {
+        Self {
+            context: context.into(),
+            source: Some(source.into()),
+        }
+    }
+}
+
+impl From<&str> for InternalError {
+    fn from(context: &str) -> Self {
+        Self::new(context)
+    }
+}
+
+impl From<String> for InternalError {
+    fn from(context: String) -> Self {
+        Self::new(context)
+    }
 }
 
 /// INTERNAL with a generic message. The error and its whole `source()` chain go to
@@ -225,6 +277,23 @@ mod tests {
     #[derive(Debug, thiserror::Error)]
     #[error("outer")]
     struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn internal_errors_keep_their_cause_for_the_log() {
+        #[derive(Debug, thiserror::Error)]
+        enum ServiceError {
+            #[error("internal error")]
+            Internal(#[from] InternalError),
+        }
+        let io = std::io::Error::other("disk on fire");
+        let e = ServiceError::from(InternalError::caused_by("writing the summary", io));
+        assert_eq!(
+            chain(&e),
+            "internal error: writing the summary: disk on fire"
+        );
+        let s = internal(&e);
+        assert_eq!(s.message(), "internal error");
+    }
 
     #[test]
     fn internal_hides_the_cause() {

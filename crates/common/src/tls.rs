@@ -9,6 +9,23 @@ use std::{path::Path, sync::Once};
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 
+/// The scheme and trust domain of the SPIFFE-style URI a service certificate
+/// carries in its subject alternative names: `spiffe://emporium/<service>`.
+pub const SERVICE_URI_PREFIX: &str = "spiffe://emporium/";
+
+/// The service a (verified) client certificate names: the `<service>` of its
+/// `spiffe://emporium/<service>` URI SAN; `None` when it names none. Only the
+/// URI counts, not DNS names: a certificate made for a host is not thereby a
+/// service identity.
+pub fn service_of(cert: &CertificateDer<'_>) -> Option<String> {
+    let cert = webpki::EndEntityCert::try_from(cert).ok()?;
+    cert.valid_uri_names().find_map(|uri| {
+        let name = uri.strip_prefix(SERVICE_URI_PREFIX)?;
+        (!name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'))
+            .then(|| name.to_owned())
+    })
+}
+
 /// Makes aws-lc-rs the process-wide rustls crypto provider. Idempotent; a
 /// provider installed earlier by someone else is kept. Called wherever TLS is
 /// set up, so services and tests need not remember it.

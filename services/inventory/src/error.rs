@@ -3,7 +3,7 @@
 use emporium_common::{
     rpc::{Code, ErrorDetails, Status, StatusExt as _},
     status as common_error,
-    status::{PreconditionViolation, Violations},
+    status::{InternalError, PreconditionViolation, Violations},
 };
 
 use crate::domain::{OrderId, ProductRef, Shortage, Sku};
@@ -47,9 +47,9 @@ pub enum Error {
     /// The database failed.
     #[error("database error")]
     Database(#[from] sqlx::Error),
-    /// A bug or a broken invariant (e.g. a row that does not parse).
-    #[error("{0}")]
-    Internal(String),
+    /// A bug or a broken invariant (e.g. a row that does not parse).; the cause is kept for the log.
+    #[error("internal error")]
+    Internal(#[from] InternalError),
 }
 
 fn join<T: std::fmt::Display>(items: impl IntoIterator<Item = T>) -> String {

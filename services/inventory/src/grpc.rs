@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use emporium_common::{
     auth::caller,
-    paging,
+    paging::{self, PageSize},
     rpc::{Request, Response, RpcResult, Status, Streaming, async_trait},
     status::{Violations, to_rpc_status},
     time::timestamp_from_micros,
@@ -16,13 +16,13 @@ use emporium_proto::{common::v1 as pb_common, inventory::v1 as pb};
 
 use crate::{
     domain::{
-        Adjustment, Creation, Currency, Description, FailedRow, IdempotencyKey, ImportBuilder,
+        self, Adjustment, Creation, Description, FailedRow, IdempotencyKey, ImportBuilder,
         ImportSummary, MAX_RESERVATION_LINES, Money, NewProduct, OrderId, Product, ProductDetails,
         ProductId, ProductName, ProductRef, Quantity, RawRow, Reason, ReceivedUnits, Reservation,
         ReservationLine, ReservationStatus, ReserveItem, RowError, Sku, StockDelta, StockRow,
     },
     error::Error,
-    service::{Inventory, PAGE_DEFAULT, PAGE_MAX},
+    service::Inventory,
 };
 
 const LISTING: &str = "products.v1";
@@ -105,19 +105,7 @@ fn product_ref(v: &mut Violations, prefix: &str, named: Option<Named<'_>>) -> Op
 
 /// A unit price; `field` is where it sits in the request.
 fn price(v: &mut Violations, field: &str, m: Option<&pb_common::Money>) -> Option<Money> {
-    let Some(m) = m else {
-        v.add(field, "is required");
-        return None;
-    };
-    let currency = v.check(
-        &path(field, "currency_code"),
-        Currency::parse(&m.currency_code),
-    );
-    let units = v.check(&path(field, "units"), Money::check_price_units(m.units));
-    Some(Money {
-        units: units?,
-        currency: currency?,
-    })
+    Money::from_proto(v, field, m, domain::price_units)
 }
 
 impl TryFrom<pb::CreateProductRequest> for NewProduct {
@@ -269,13 +257,6 @@ impl TryFrom<&RawRow> for StockRow {
     }
 }
 
-fn money(m: &Money) -> pb_common::Money {
-    pb_common::Money {
-        currency_code: m.currency.to_string(),
-        units: m.units,
-    }
-}
-
 impl From<Product> for pb::Product {
     fn from(p: Product) -> Self {
         pb::Product {
@@ -284,7 +265,7 @@ impl From<Product> for pb::Product {
             sku: p.sku.to_string(),
             name: p.name,
             description: p.description,
-            unit_price: Some(money(&p.unit_price)),
+            unit_price: Some(p.unit_price.to_proto()),
             stock_on_hand: p.on_hand,
             stock_reserved: p.reserved,
             create_time: Some(timestamp_from_micros(p.created_at)),
@@ -296,12 +277,12 @@ impl From<Product> for pb::Product {
 impl From<ReservationLine> for pb::ReservationLine {
     fn from(l: ReservationLine) -> Self {
         pb::ReservationLine {
-            line_total: Some(money(&l.total())),
+            line_total: Some(l.total().to_proto()),
             product_id: l.product_id.to_string(),
             sku: l.sku.to_string(),
             name: l.name,
             quantity: l.quantity.get(),
-            unit_price: Some(money(&l.unit_price)),
+            unit_price: Some(l.unit_price.to_proto()),
         }
     }
 }
@@ -317,7 +298,7 @@ impl From<Reservation> for pb::Reservation {
             order_id: r.order_id.to_string(),
             status: status as i32,
             lines: r.lines.into_iter().map(Into::into).collect(),
-            total: Some(money(&r.total)),
+            total: Some(r.total.to_proto()),
             create_time: Some(timestamp_from_micros(r.created_at)),
             update_time: Some(timestamp_from_micros(r.updated_at)),
         }
@@ -391,30 +372,21 @@ impl pb::inventory_service_server::InventoryService for InventoryApi {
         caller(&req)?;
         let r = req.into_inner();
         let mut v = Violations::new();
-        let size = v.check(
-            "page_size",
-            paging::page_size(r.page_size, PAGE_DEFAULT, PAGE_MAX),
+        let size = v.check("page_size", PageSize::parse(r.page_size));
+        // The cursor is the SKU of the last product served.
+        let after = v.check(
+            "page_token",
+            paging::decode_token(LISTING, &r.page_token).and_then(|c| {
+                c.map(|c| Sku::parse(&c).map_err(|_| paging::FOREIGN_TOKEN))
+                    .transpose()
+            }),
         );
-        let cursor = v
-            .check("page_token", paging::decode_token(LISTING, &r.page_token))
-            .flatten();
-        let after = match cursor {
-            None => None,
-            Some(c) => match Sku::parse(&c) {
-                Ok(sku) => Some(sku),
-                Err(_) => {
-                    v.add("page_token", "is not a token issued by this listing");
-                    None
-                }
-            },
-        };
-        v.clone().finish().map_err(Error::InvalidArgument)?;
-        let page = self
-            .inventory
-            .list(after, size.expect("no violations means the size parsed"))
-            .await?;
+        let (size, after) = v
+            .finish_with(size.zip(after))
+            .map_err(Error::InvalidArgument)?;
+        let page = self.inventory.list(after, size).await?;
         Ok(Response::new(pb::ListProductsResponse {
-            products: page.products.into_iter().map(Into::into).collect(),
+            products: page.items.into_iter().map(Into::into).collect(),
             next_page_token: page
                 .next
                 .map(|sku| paging::encode_token(LISTING, sku.as_str()))
@@ -464,9 +436,12 @@ impl pb::inventory_service_server::InventoryService for InventoryApi {
         req: Request<pb::ReserveStockRequest>,
     ) -> RpcResult<pb::ReserveStockResponse> {
         let caller = caller(&req)?;
-        crate::service::only_the_order_service(&caller)?;
+        // Who may call comes before what the request says.
+        caller
+            .ensure_order_service()
+            .map_err(Error::PermissionDenied)?;
         let r = ReserveRequest::try_from(req.into_inner()).map_err(Error::InvalidArgument)?;
-        let reservation = self.inventory.reserve(&caller, r.order_id, r.items).await?;
+        let reservation = self.inventory.reserve(r.order_id, r.items).await?;
         Ok(Response::new(pb::ReserveStockResponse {
             reservation: Some(reservation.into()),
         }))
@@ -477,9 +452,12 @@ impl pb::inventory_service_server::InventoryService for InventoryApi {
         req: Request<pb::CommitReservationRequest>,
     ) -> RpcResult<pb::CommitReservationResponse> {
         let caller = caller(&req)?;
-        crate::service::only_the_order_service(&caller)?;
+        // Who may call comes before what the request says.
+        caller
+            .ensure_order_service()
+            .map_err(Error::PermissionDenied)?;
         let order = order_id(&req.get_ref().order_id)?;
-        let reservation = self.inventory.commit(&caller, order).await?;
+        let reservation = self.inventory.commit(order).await?;
         Ok(Response::new(pb::CommitReservationResponse {
             reservation: Some(reservation.into()),
         }))
@@ -490,9 +468,12 @@ impl pb::inventory_service_server::InventoryService for InventoryApi {
         req: Request<pb::ReleaseReservationRequest>,
     ) -> RpcResult<pb::ReleaseReservationResponse> {
         let caller = caller(&req)?;
-        crate::service::only_the_order_service(&caller)?;
+        // Who may call comes before what the request says.
+        caller
+            .ensure_order_service()
+            .map_err(Error::PermissionDenied)?;
         let order = order_id(&req.get_ref().order_id)?;
-        let reservation = self.inventory.release(&caller, order).await?;
+        let reservation = self.inventory.release(order).await?;
         Ok(Response::new(pb::ReleaseReservationResponse {
             reservation: Some(reservation.into()),
         }))

@@ -4,6 +4,7 @@
 
 use emporium_common::{
     auth::Caller,
+    paging::{self, PageSize},
     status::{Violations, chain},
     time::now_micros,
 };
@@ -18,25 +19,13 @@ use crate::{
     store::{Adjusted, ImportPlan, Imported, Reserved, Store},
 };
 
-/// Default and maximum page sizes of ListProducts (documented in the proto).
-pub const PAGE_DEFAULT: u32 = 50;
-/// See [`PAGE_DEFAULT`].
-pub const PAGE_MAX: u32 = 500;
-
 /// How often a reservation call re-reads after losing a race. Statuses only move
 /// forward (RESERVED → COMMITTED → RELEASED) and rows are never deleted, so the
 /// second attempt always settles; the bound only turns a bug into an error.
 const ATTEMPTS: usize = 3;
 
-/// One page of products and the SKU after which the next page starts, if more
-/// may follow.
-#[derive(Debug)]
-pub struct Page {
-    /// The products, in SKU order.
-    pub products: Vec<Product>,
-    /// SKU of the last product, when there is a next page.
-    pub next: Option<Sku>,
-}
+/// One page of products in SKU order, and the SKU the next page starts after.
+pub type Page = paging::Page<Product, Sku>;
 
 /// The inventory service's operations.
 #[derive(Debug, Clone)]
@@ -75,7 +64,7 @@ impl Inventory {
     }
 
     fn price_violation(&self, field: &str, price: &Money) -> Option<Violations> {
-        (price.currency != self.currency).then(|| {
+        (price.currency() != &self.currency).then(|| {
             Violations::one(
                 field,
                 format!("must be the catalogue currency {}", self.currency),
@@ -115,16 +104,9 @@ impl Inventory {
     }
 
     /// One page of products in SKU order. Any signed-in caller.
-    pub async fn list(&self, after: Option<Sku>, size: u32) -> Result<Page, Error> {
-        // One extra row tells whether a next page exists without a COUNT.
-        let mut products = self.store.list(after.as_ref(), size + 1).await?;
-        let next = if products.len() > size as usize {
-            products.truncate(size as usize);
-            products.last().map(|p| p.sku.clone())
-        } else {
-            None
-        };
-        Ok(Page { products, next })
+    pub async fn list(&self, after: Option<Sku>, size: PageSize) -> Result<Page, Error> {
+        let products = self.store.list(after.as_ref(), size.fetch()).await?;
+        Ok(Page::from_fetched(products, size, |p| p.sku.clone()))
     }
 
     /// Changes a product's stock on hand. Admin-only; idempotent by key, a replay
@@ -227,14 +209,13 @@ impl Inventory {
     }
 
     /// Reserves and prices stock for an order, all or nothing; idempotent by
-    /// order id.
+    /// order id. Reserve, commit and release are the saga's: the transport
+    /// admits only the order service to them (`Caller::ensure_order_service`).
     pub async fn reserve(
         &self,
-        caller: &Caller,
         order_id: OrderId,
         items: Vec<ReserveItem>,
     ) -> Result<Reservation, Error> {
-        only_the_order_service(caller)?;
         if let Some(existing) = self.store.reservation(order_id).await? {
             return replayed(existing, &items);
         }
@@ -259,7 +240,7 @@ impl Inventory {
             Reserved::Held => {
                 tracing::debug!(
                     order_id = %order_id, lines = reservation.lines.len(),
-                    total = reservation.total.units, "stock reserved"
+                    total = reservation.total.units(), "stock reserved"
                 );
                 Ok(reservation)
             }
@@ -272,8 +253,7 @@ impl Inventory {
     }
 
     /// Commits an order's reservation: its units are sold. Idempotent.
-    pub async fn commit(&self, caller: &Caller, order_id: OrderId) -> Result<Reservation, Error> {
-        only_the_order_service(caller)?;
+    pub async fn commit(&self, order_id: OrderId) -> Result<Reservation, Error> {
         for _ in 0..ATTEMPTS {
             if let Some(r) = self.store.commit(order_id, now_micros()).await? {
                 tracing::debug!(order_id = %order_id, "reservation committed");
@@ -291,15 +271,14 @@ impl Inventory {
                 },
             }
         }
-        Err(Error::Internal(format!(
-            "reservation of {order_id} kept changing during commit"
-        )))
+        Err(Error::Internal(
+            format!("reservation of {order_id} kept changing during commit").into(),
+        ))
     }
 
     /// Releases an order's reservation (recording an empty one if there is
     /// none yet). Idempotent.
-    pub async fn release(&self, caller: &Caller, order_id: OrderId) -> Result<Reservation, Error> {
-        only_the_order_service(caller)?;
+    pub async fn release(&self, order_id: OrderId) -> Result<Reservation, Error> {
         for _ in 0..ATTEMPTS {
             if let Some(r) = self
                 .store
@@ -317,9 +296,9 @@ impl Inventory {
                 return Ok(r);
             }
         }
-        Err(Error::Internal(format!(
-            "reservation of {order_id} kept changing during release"
-        )))
+        Err(Error::Internal(
+            format!("reservation of {order_id} kept changing during release").into(),
+        ))
     }
 }
 
@@ -349,18 +328,6 @@ fn ensure_admin(caller: &Caller, message: &'static str) -> Result<(), Error> {
         Ok(())
     } else {
         Err(Error::PermissionDenied(message))
-    }
-}
-
-/// The saga's RPCs (reserve, commit, release) belong to the order service alone:
-/// a customer or admin token, however privileged, may not move stock this way.
-pub fn only_the_order_service(caller: &Caller) -> Result<(), Error> {
-    if caller.is_service("order") {
-        Ok(())
-    } else {
-        Err(Error::PermissionDenied(
-            "only the order service may reserve, commit or release stock",
-        ))
     }
 }
 

@@ -9,12 +9,15 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use emporium_common::db::{Backend, Db, DbFailure, classify};
+use emporium_common::{
+    db::{Backend, Db, DbFailure, classify},
+    status::InternalError,
+};
 use sqlx::{AnyConnection, AssertSqlSafe, FromRow};
 
 use crate::{
     domain::{
-        AdjustmentRecord, Currency, FailedRow, Found, IdempotencyKey, ImportSummary, Money,
+        self, AdjustmentRecord, Currency, FailedRow, Found, IdempotencyKey, ImportSummary, Money,
         OrderId, Product, ProductDetails, ProductId, ProductRef, Quantity, Reservation,
         ReservationLine, ReservationStatus, Shortage, Sku, StockRow, creation_of,
     },
@@ -54,12 +57,13 @@ struct ProductRow {
 impl TryFrom<ProductRow> for Product {
     type Error = Error;
     fn try_from(r: ProductRow) -> Result<Self, Error> {
-        let broken = |what: &str| Error::Internal(format!("stored product {:?} has {what}", r.id));
+        let broken =
+            |what: &str| Error::Internal(format!("stored product {:?} has {what}", r.id).into());
         let id = ProductId::parse(&r.id).map_err(|_| broken("an id that is not a uuid"))?;
         let sku = Sku::parse(&r.sku).map_err(|_| broken("an invalid sku"))?;
         let currency = Currency::parse(&r.currency).map_err(|_| broken("an invalid currency"))?;
         let unit_price =
-            Money::price(r.unit_price, currency).map_err(|_| broken("an invalid price"))?;
+            domain::price(r.unit_price, currency).map_err(|_| broken("an invalid price"))?;
         Ok(Product {
             id,
             sku,
@@ -204,10 +208,13 @@ fn exactly_one(rows: u64, what: &str, line: &ReservationLine) -> Result<(), Erro
     if rows == 1 {
         Ok(())
     } else {
-        Err(Error::Internal(format!(
-            "{what}: product {} does not hold the units of its reservation",
-            line.sku
-        )))
+        Err(Error::Internal(
+            format!(
+                "{what}: product {} does not hold the units of its reservation",
+                line.sku
+            )
+            .into(),
+        ))
     }
 }
 
@@ -233,8 +240,8 @@ impl Store {
         .bind(p.sku.as_str())
         .bind(&p.name)
         .bind(&p.description)
-        .bind(p.unit_price.units)
-        .bind(p.unit_price.currency.as_str())
+        .bind(p.unit_price.units())
+        .bind(p.unit_price.currency().as_str())
         .bind(p.created_at)
         .bind(p.updated_at)
         .execute(self.db.writer())
@@ -455,8 +462,12 @@ impl Store {
             add_stock(&mut tx, chunk, now).await?;
         }
         let summary = summary.finish();
-        let json = serde_json::to_string(&summary)
-            .map_err(|e| Error::Internal(format!("import summary does not serialize: {e}")))?;
+        let json = serde_json::to_string(&summary).map_err(|e| {
+            Error::Internal(InternalError::caused_by(
+                "the import summary does not serialize",
+                e,
+            ))
+        })?;
         sqlx::query("UPDATE stock_imports SET summary = $1 WHERE idempotency_key = $2")
             .bind(json)
             .bind(plan.key.as_str())
@@ -487,8 +498,8 @@ impl Store {
         )
         .bind(r.order_id.to_string())
         .bind(r.status.as_str())
-        .bind(r.total.units)
-        .bind(r.total.currency.as_str())
+        .bind(r.total.units())
+        .bind(r.total.currency().as_str())
         .bind(r.created_at)
         .bind(r.updated_at)
         .execute(&mut *tx)
@@ -521,7 +532,7 @@ impl Store {
                         .fetch_optional(&mut *tx)
                         .await?
                         .ok_or_else(|| {
-                            Error::Internal(format!("product {} vanished", line.product_id))
+                            Error::Internal(format!("product {} vanished", line.product_id).into())
                         })?;
                 short.push(Shortage {
                     sku: line.sku.clone(),
@@ -548,7 +559,7 @@ impl Store {
             .bind(line.sku.as_str())
             .bind(&line.name)
             .bind(line.quantity.get())
-            .bind(line.unit_price.units)
+            .bind(line.unit_price.units())
             .execute(&mut *tx)
             .await?;
         }
@@ -749,8 +760,8 @@ async fn insert_new_products(
             .bind(sku.as_str())
             .bind(d.name.as_str())
             .bind(d.description.as_str())
-            .bind(d.unit_price.units)
-            .bind(d.unit_price.currency.as_str())
+            .bind(d.unit_price.units())
+            .bind(d.unit_price.currency().as_str())
             .bind(*units)
             .bind(*units);
     }
@@ -795,10 +806,9 @@ async fn add_stock(conn: &mut AnyConnection, rows: &[(&Sku, i64)], now: i64) -> 
     }
     let updated = q.execute(&mut *conn).await?.rows_affected();
     if updated != rows.len() as u64 {
-        return Err(Error::Internal(format!(
-            "import added stock to {updated} of {} products",
-            rows.len()
-        )));
+        return Err(Error::Internal(
+            format!("import added stock to {updated} of {} products", rows.len()).into(),
+        ));
     }
     Ok(())
 }
@@ -817,10 +827,9 @@ async fn adjustment(
     row.map(|r| {
         Ok(AdjustmentRecord {
             product_id: ProductId::parse(&r.product_id).map_err(|_| {
-                Error::Internal(format!(
-                    "stored adjustment {:?} names a bad product",
-                    key.as_str()
-                ))
+                Error::Internal(
+                    format!("stored adjustment {:?} names a bad product", key.as_str()).into(),
+                )
             })?,
             delta: r.delta,
             reason: r.reason,
@@ -843,10 +852,9 @@ async fn import_record(
             .await?;
     row.map(|(fingerprint, json)| {
         let summary = serde_json::from_str(&json).map_err(|e| {
-            Error::Internal(format!(
-                "stored import summary {:?} is broken: {e}",
-                key.as_str()
-            ))
+            Error::Internal(
+                format!("stored import summary {:?} is broken: {e}", key.as_str()).into(),
+            )
         })?;
         Ok(Imported::Replayed {
             fingerprint,
@@ -891,7 +899,8 @@ async fn load_reservation(
     .fetch_optional(&mut *conn)
     .await?;
     let Some(row) = row else { return Ok(None) };
-    let broken = |what: &str| Error::Internal(format!("stored reservation {order} has {what}"));
+    let broken =
+        |what: &str| Error::Internal(format!("stored reservation {order} has {what}").into());
     let status = ReservationStatus::parse(&row.status).ok_or_else(|| broken("a bad status"))?;
     let currency = Currency::parse(&row.currency).map_err(|_| broken("a bad currency"))?;
     let lines: Vec<LineRow> = sqlx::query_as(
@@ -911,7 +920,7 @@ async fn load_reservation(
                 name: l.name,
                 quantity: Quantity::parse(l.quantity)
                     .map_err(|_| broken("a line with a bad quantity"))?,
-                unit_price: Money::price(l.unit_price, currency.clone())
+                unit_price: domain::price(l.unit_price, currency.clone())
                     .map_err(|_| broken("a line with a bad price"))?,
             })
         })
@@ -920,10 +929,7 @@ async fn load_reservation(
         order_id: order,
         status,
         lines,
-        total: Money {
-            units: row.total,
-            currency,
-        },
+        total: Money::new(currency, row.total),
         created_at: row.created_at,
         updated_at: row.updated_at,
     }))

@@ -4,8 +4,8 @@
 use emporium_common::{
     binary::ServiceConfig,
     config::{
-        self, BaseConfig, ConfigError, DEV_SERVICE_PRIVATE_KEY, FromLayers, Layers, LayersError,
-        PeerConfig, Secret, Validate,
+        self, AuthConfig, BaseConfig, ConfigError, DEV_SERVICE_PRIVATE_KEY, DEV_SERVICE_PUBLIC_KEY,
+        FromLayers, Layers, LayersError, PeerConfig, Secret, Validate,
     },
 };
 use serde::{Deserialize, Serialize};
@@ -74,11 +74,10 @@ impl Default for SagaConfig {
 
 impl Default for Config {
     fn default() -> Self {
-        let mut base = BaseConfig::local("order", 50054, 9094);
-        // The order service signs the service tokens of its saga calls.
-        base.auth.service_private_key = Some(Secret::new(DEV_SERVICE_PRIVATE_KEY));
         Self {
-            base,
+            // No private key by default: in development mode `Config::auth`
+            // falls back to the development pair, elsewhere one must be given.
+            base: BaseConfig::local("order", 50054, 9094),
             peers: Peers {
                 user: PeerConfig::local(50051),
                 inventory: PeerConfig::local(50052),
@@ -92,6 +91,13 @@ impl Default for Config {
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
         self.base.validate()?;
+        if self.base.auth.service_private_key.is_none() && !self.base.dev_mode {
+            return Err(ConfigError::invalid(
+                "auth.service_private_key",
+                "must be set: the order service signs the service tokens of its saga calls \
+                 (the private half of the pair whose public half every service verifies with)",
+            ));
+        }
         self.peers.user.validate_as("peers.user")?;
         self.peers.inventory.validate_as("peers.inventory")?;
         self.peers.payment.validate_as("peers.payment")?;
@@ -126,6 +132,22 @@ impl Validate for Config {
     }
 }
 
+impl Config {
+    /// The token settings the order service signs with: the configured ones,
+    /// or in development mode, with no private key given and the development
+    /// public key in use, the development private key.
+    pub fn auth(&self) -> AuthConfig {
+        let mut auth = self.base.auth.clone();
+        if self.base.dev_mode
+            && auth.service_private_key.is_none()
+            && auth.service_public_key == DEV_SERVICE_PUBLIC_KEY
+        {
+            auth.service_private_key = Some(Secret::new(DEV_SERVICE_PRIVATE_KEY));
+        }
+        auth
+    }
+}
+
 impl FromLayers for Config {
     fn from_layers(layers: &Layers) -> Result<Self, LayersError> {
         Ok(Self {
@@ -139,5 +161,31 @@ impl FromLayers for Config {
 impl ServiceConfig for Config {
     fn base(&self) -> &BaseConfig {
         &self.base
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_private_key_has_a_default_and_production_must_give_one() {
+        let config = Config::default();
+        assert!(config.base.auth.service_private_key.is_none());
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("EMPORIUM_AUTH__SERVICE_PRIVATE_KEY"), "{err}");
+        // Development mode signs with the development pair.
+        let dev = Config {
+            base: BaseConfig {
+                dev_mode: true,
+                ..Config::default().base
+            },
+            ..Config::default()
+        };
+        dev.validate().unwrap();
+        assert_eq!(
+            dev.auth().service_private_key.unwrap().expose(),
+            DEV_SERVICE_PRIVATE_KEY
+        );
     }
 }

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-pub use emporium_common::types::{IdempotencyKey, parse_uuid};
+pub use emporium_common::types::{Currency, IdempotencyKey, Money, parse_uuid};
 use uuid::Uuid;
 
 /// Most lines one order may have.
@@ -283,7 +283,7 @@ pub struct Order {
     /// The captured payment, once charged.
     pub payment_id: Option<String>,
     /// Currency of the total, once reserved.
-    pub currency: Option<String>,
+    pub currency: Option<Currency>,
     /// Total in minor units, once reserved.
     pub total: Option<i64>,
     /// A Charge was sent and its outcome is not known.

@@ -3,7 +3,10 @@
 //! Business failures of the saga (out of stock, declined card) are not errors
 //! here: the order ends CANCELLED with a reason and the call succeeds.
 
-use emporium_common::{rpc::Status, status as common_error, status::Violations};
+use emporium_common::{
+    rpc::Status,
+    status::{self as common_error, InternalError, Violations},
+};
 
 /// Everything that can go wrong in the order service's own RPCs.
 #[derive(Debug, thiserror::Error)]
@@ -29,9 +32,9 @@ pub enum Error {
     /// The database failed.
     #[error("database error")]
     Database(#[from] sqlx::Error),
-    /// A bug or a broken invariant.
-    #[error("{0}")]
-    Internal(String),
+    /// A bug or a broken invariant.; the cause is kept for the log.
+    #[error("internal error")]
+    Internal(#[from] InternalError),
 }
 
 impl From<Error> for Status {

@@ -12,17 +12,17 @@ use emporium_common::{
     status::Violations,
     time::{now_micros, timestamp_from_micros},
 };
-use emporium_proto::{common::v1::Money, order::v1 as pb};
+use emporium_proto::{common::v1 as pb_common, order::v1 as pb};
 use futures::{Stream, StreamExt as _};
 use uuid::Uuid;
 
 use crate::{
     domain::{
-        self, CancelReason, IdempotencyKey, Line, MAX_ITEMS, MAX_QUANTITY, NewOrder, Order,
-        PaymentMethod, Sku, Status as OrderStatus,
+        self, CancelReason, Currency, IdempotencyKey, Line, MAX_ITEMS, MAX_QUANTITY, Money,
+        NewOrder, Order, PaymentMethod, Sku, Status as OrderStatus,
     },
     error::Error,
-    service::{Orders, PAGE_DEFAULT, PAGE_MAX, WatchTarget},
+    service::{Orders, WatchTarget},
 };
 
 const LISTING: &str = "orders.v1";
@@ -61,18 +61,6 @@ fn order_id(raw: &str) -> Result<Uuid, Error> {
     domain::parse_uuid(raw).map_err(|e| Error::InvalidArgument(Violations::one("order_id", e)))
 }
 
-/// A listing cursor points at an order by id. Any other id was not issued by
-/// this listing, and must not reach the database: PostgreSQL refuses text with
-/// NUL.
-fn order_cursor(c: Option<(i64, String)>) -> Result<Option<(i64, String)>, &'static str> {
-    match c {
-        Some((_, id)) if domain::parse_uuid(&id).is_err() => {
-            Err("is not a token issued by this listing")
-        }
-        c => Ok(c),
-    }
-}
-
 fn new_order(caller: &Caller, r: pb::CreateOrderRequest) -> Result<NewOrder, Violations> {
     let mut v = Violations::new();
     let user_id = if r.user_id.is_empty() {
@@ -108,20 +96,20 @@ fn new_order(caller: &Caller, r: pb::CreateOrderRequest) -> Result<NewOrder, Vio
     }
     let payment_method = v.check("payment_method", PaymentMethod::parse(&r.payment_method));
     let idempotency_key = v.check("idempotency_key", IdempotencyKey::parse(&r.idempotency_key));
-    v.clone().finish()?;
+    let (user_id, (payment_method, idempotency_key)) =
+        v.finish_with(user_id.zip(payment_method.zip(idempotency_key)))?;
     Ok(NewOrder {
-        user_id: user_id.expect("validated"),
+        user_id,
         lines,
-        payment_method: payment_method.expect("validated"),
-        idempotency_key: idempotency_key.expect("validated"),
+        payment_method,
+        idempotency_key,
     })
 }
 
-fn money(units: i64, currency: &Option<String>) -> Option<Money> {
-    currency.as_ref().map(|c| Money {
-        currency_code: c.clone(),
-        units,
-    })
+fn money(units: i64, currency: &Option<Currency>) -> Option<pb_common::Money> {
+    currency
+        .as_ref()
+        .map(|c| Money::new(c.clone(), units).to_proto())
 }
 
 fn status_to_pb(s: OrderStatus) -> pb::OrderStatus {
@@ -241,27 +229,15 @@ impl pb::order_service_server::OrderService for OrderApi {
                 None
             }
         };
-        let size = v.check(
-            "page_size",
-            paging::page_size(r.page_size, PAGE_DEFAULT, PAGE_MAX),
-        );
-        let before = v
-            .check(
-                "page_token",
-                paging::decode_time_cursor(LISTING, &r.page_token).and_then(order_cursor),
-            )
-            .flatten();
-        v.clone().finish().map_err(Error::InvalidArgument)?;
+        let page = paging::time_page(&mut v, LISTING, r.page_size, &r.page_token);
+        let (size, before) = v.finish_with(page).map_err(Error::InvalidArgument)?;
         let page = self
             .orders
-            .list(&caller, user_id, status, before, size.expect("validated"))
+            .list(&caller, user_id, status, before, size)
             .await?;
         Ok(Response::new(pb::ListOrdersResponse {
-            orders: page.orders.into_iter().map(Into::into).collect(),
-            next_page_token: page
-                .next
-                .map(|c| paging::encode_time_cursor(LISTING, &c))
-                .unwrap_or_default(),
+            orders: page.items.into_iter().map(Into::into).collect(),
+            next_page_token: page.next.map(|c| c.encode(LISTING)).unwrap_or_default(),
         }))
     }
 

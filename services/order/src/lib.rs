@@ -39,7 +39,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), BoxError> {
     let peers = ports::GrpcPeers::new(
-        Tokens::new(&config.base.auth)?,
+        Tokens::new(&config.auth())?,
         &config.peers.user,
         &config.peers.inventory,
         &config.peers.payment,

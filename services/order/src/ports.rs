@@ -13,10 +13,10 @@ use emporium_common::{
     config::PeerConfig,
     rpc::{Code, MetadataValue, Request, Status, async_trait},
 };
-use emporium_proto::{
-    common::v1::Money, inventory::v1 as inv, payment::v1 as pay, user::v1 as usr,
-};
+use emporium_proto::{inventory::v1 as inv, payment::v1 as pay, user::v1 as usr};
 use uuid::Uuid;
+
+use crate::domain::{Currency, Money};
 
 /// How a peer call failed, by what the saga may conclude from it.
 #[derive(Debug, Clone)]
@@ -81,7 +81,7 @@ pub struct Reservation {
     /// Lines with prices.
     pub lines: Vec<ReservedLine>,
     /// Currency of all prices.
-    pub currency: String,
+    pub currency: Currency,
     /// Sum of the lines, minor units.
     pub total: i64,
 }
@@ -130,7 +130,7 @@ pub struct ChargeRequest {
     /// Minor units.
     pub amount: i64,
     /// ISO code.
-    pub currency: String,
+    pub currency: Currency,
     /// Test card name.
     pub payment_method: String,
     /// One key per order.
@@ -227,13 +227,6 @@ impl GrpcPeers {
     }
 }
 
-fn money(units: i64, currency: &str) -> Money {
-    Money {
-        currency_code: currency.to_owned(),
-        units,
-    }
-}
-
 #[async_trait]
 impl Users for GrpcPeers {
     async fn get(&self, user_id: Uuid, timeout: Duration) -> Result<UserInfo, PeerError> {
@@ -310,7 +303,11 @@ impl Inventory for GrpcPeers {
                     unit_price: l.unit_price.map(|m| m.units).unwrap_or_default(),
                 })
                 .collect(),
-            currency: total.currency_code,
+            currency: Currency::parse(&total.currency_code).map_err(|_| {
+                PeerError::Unknown(Status::internal(
+                    "the reservation's total has no valid currency",
+                ))
+            })?,
             total: total.units,
         })
     }
@@ -364,7 +361,7 @@ impl Payments for GrpcPeers {
             pay::ChargeRequest {
                 order_id: c.order_id.to_string(),
                 user_id: c.user_id.to_string(),
-                amount: Some(money(c.amount, &c.currency)),
+                amount: Some(Money::new(c.currency.clone(), c.amount).to_proto()),
                 payment_method: c.payment_method.clone(),
                 idempotency_key: c.idempotency_key.clone(),
             },

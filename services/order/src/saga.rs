@@ -409,7 +409,9 @@ impl Saga {
             {
                 Outcome::Ok(()) => {}
                 Outcome::Refused(s) => {
-                    return Err(Error::Internal(format!("refund refused: {}", s.message())));
+                    return Err(Error::Internal(
+                        format!("refund refused: {}", s.message()).into(),
+                    ));
                 }
                 Outcome::GaveUp { last, .. } => {
                     return Err(Error::Unavailable(format!(
@@ -429,9 +431,9 @@ impl Saga {
             .await
         {
             Outcome::Ok(()) => Ok(()),
-            Outcome::Refused(s) => {
-                Err(Error::Internal(format!("release refused: {}", s.message())))
-            }
+            Outcome::Refused(s) => Err(Error::Internal(
+                format!("release refused: {}", s.message()).into(),
+            )),
             Outcome::GaveUp { last, .. } => Err(Error::Unavailable(format!(
                 "cannot release stock yet: {}",
                 last.message()

@@ -3,7 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use emporium_common::{auth::Caller, time::now_micros};
+use emporium_common::{
+    auth::Caller,
+    paging::{self, PageSize, TimeCursor},
+    time::now_micros,
+};
 use futures::Stream;
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
@@ -15,19 +19,8 @@ use crate::{
     store::{Inserted, ListQuery},
 };
 
-/// Default and maximum page sizes of ListOrders.
-pub const PAGE_DEFAULT: u32 = 50;
-/// See [`PAGE_DEFAULT`].
-pub const PAGE_MAX: u32 = 500;
-
-/// One page of orders and the cursor after its last one, if more may follow.
-#[derive(Debug)]
-pub struct Page {
-    /// The orders, newest first.
-    pub orders: Vec<Order>,
-    /// `(created_at, id)` of the last order, when there is a next page.
-    pub next: Option<(i64, String)>,
-}
+/// One page of orders, newest first.
+pub type Page = paging::Page<Order, TimeCursor>;
 
 /// What a watch follows.
 #[derive(Debug, Clone, Copy)]
@@ -197,8 +190,8 @@ impl Orders {
         caller: &Caller,
         user_id: Option<Uuid>,
         status: Option<Status>,
-        before: Option<(i64, String)>,
-        size: u32,
+        before: Option<TimeCursor>,
+        size: PageSize,
     ) -> Result<Page, Error> {
         let user_id = match user_id {
             Some(u) if !caller.may_act_for(u) => {
@@ -210,23 +203,20 @@ impl Orders {
             None if caller.is_admin() => None,
             None => Some(caller.user_id),
         };
-        let mut orders = self
+        let orders = self
             .saga
             .store()
             .list(&ListQuery {
                 user_id,
                 status,
-                before,
-                limit: size + 1,
+                before: before.map(TimeCursor::to_row),
+                limit: size.fetch(),
             })
             .await?;
-        let next = if orders.len() > size as usize {
-            orders.truncate(size as usize);
-            orders.last().map(|o| (o.created_at, o.id.to_string()))
-        } else {
-            None
-        };
-        Ok(Page { orders, next })
+        Ok(Page::from_fetched(orders, size, |o| TimeCursor {
+            created_at: o.created_at,
+            id: o.id,
+        }))
     }
 
     /// Cancels a confirmed order: refund, return the stock, CANCELLED. A
@@ -299,9 +289,15 @@ impl Orders {
                         "customers may watch only their own orders",
                     ));
                 }
-                self.list(caller, Some(user_id), Some(Status::Pending), None, PAGE_MAX)
-                    .await?
-                    .orders
+                self.list(
+                    caller,
+                    Some(user_id),
+                    Some(Status::Pending),
+                    None,
+                    PageSize::max(),
+                )
+                .await?
+                .items
             }
         };
         let mut shutdown = self.shutdown.clone();

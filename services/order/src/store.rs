@@ -11,7 +11,7 @@ use sqlx::FromRow;
 use uuid::Uuid;
 
 use crate::{
-    domain::{CancelReason, Item, Order, Status, Step},
+    domain::{CancelReason, Currency, Item, Order, Status, Step},
     error::Error,
 };
 
@@ -53,7 +53,7 @@ struct ItemRow {
 }
 
 fn corrupt(what: &str, value: &str) -> Error {
-    Error::Internal(format!("stored {what} {value:?} is invalid"))
+    Error::Internal(format!("stored {what} {value:?} is invalid").into())
 }
 
 impl OrderRow {
@@ -67,7 +67,10 @@ impl OrderRow {
             step: Step::parse(&self.step).ok_or_else(|| corrupt("step", &self.step))?,
             payment_method: self.payment_method,
             payment_id: self.payment_id,
-            currency: self.currency,
+            currency: match self.currency {
+                None => None,
+                Some(c) => Some(Currency::parse(&c).map_err(|_| corrupt("currency", &c))?),
+            },
             total: self.total,
             charge_unknown: self.charge_unknown != 0,
             cancel_reason: match self.cancel_reason {
@@ -289,7 +292,7 @@ impl Store {
         .bind(order.status.as_str())
         .bind(order.step.as_str())
         .bind(order.payment_id.clone())
-        .bind(order.currency.clone())
+        .bind(order.currency.as_ref().map(|c| c.as_str().to_owned()))
         .bind(order.total)
         .bind(i64::from(order.charge_unknown))
         .bind(order.cancel_reason.map(|r| r.as_str().to_owned()))

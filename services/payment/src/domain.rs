@@ -317,6 +317,15 @@ impl NewRefund {
     }
 }
 
+/// Filters of a listing; `None` is "any".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    /// Only this user's payments.
+    pub user_id: Option<UserId>,
+    /// Only this order's payments.
+    pub order_id: Option<OrderId>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

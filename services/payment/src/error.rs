@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use emporium_common::{
     rpc::{Code, ErrorDetails, Status, StatusExt as _},
-    status::{self as common_error, PreconditionViolation, Violations},
+    status::{self as common_error, InternalError, PreconditionViolation, Violations},
 };
 use emporium_proto::payment::v1 as pb;
 
@@ -58,9 +58,9 @@ pub enum Error {
     /// The database failed.
     #[error("database error")]
     Database(#[from] sqlx::Error),
-    /// A bug or a broken invariant (e.g. a row that does not parse).
-    #[error("{0}")]
-    Internal(String),
+    /// A bug or a broken invariant (e.g. a row that does not parse).; the cause is kept for the log.
+    #[error("internal error")]
+    Internal(#[from] InternalError),
 }
 
 fn error_info(code: Code, message: String, reason: &str, payment_id: PaymentId) -> Status {

@@ -14,12 +14,11 @@ use emporium_proto::payment::v1 as pb;
 
 use crate::{
     domain::{
-        DeclineReason, IdempotencyKey, Money, NewCharge, NewRefund, OrderId, Payment, PaymentId,
-        PaymentMethod, PaymentStatus, Refund, RefundReason, UserId,
+        DeclineReason, IdempotencyKey, ListFilter, Money, NewCharge, NewRefund, OrderId, Payment,
+        PaymentId, PaymentMethod, PaymentStatus, Refund, RefundReason, UserId,
     },
     error::Error,
-    service::{PAGE_DEFAULT, PAGE_MAX, Payments},
-    store::ListFilter,
+    service::Payments,
 };
 
 const LISTING: &str = "payments.v1";
@@ -58,18 +57,6 @@ fn filter<T>(
         None
     } else {
         v.check(field, parse(raw))
-    }
-}
-
-/// A listing cursor points at a payment by id. Any other id was not issued by
-/// this listing, and must not reach the database: PostgreSQL refuses text with
-/// NUL.
-fn payment_cursor(c: Option<(i64, String)>) -> Result<Option<(i64, String)>, &'static str> {
-    match c {
-        Some((_, id)) if PaymentId::parse(&id).is_err() => {
-            Err("is not a token issued by this listing")
-        }
-        c => Ok(c),
     }
 }
 
@@ -184,7 +171,9 @@ impl pb::payment_service_server::PaymentService for PaymentApi {
     async fn charge(&self, req: Request<pb::ChargeRequest>) -> RpcResult<pb::ChargeResponse> {
         let caller = caller(&req)?;
         // Who may call comes before what the request says.
-        crate::service::only_the_order_service(&caller)?;
+        caller
+            .ensure_order_service()
+            .map_err(Error::PermissionDenied)?;
         let charge = NewCharge::try_from(req.into_inner()).map_err(Error::InvalidArgument)?;
         let payment = self.payments.charge(&caller, charge).await?;
         Ok(Response::new(pb::ChargeResponse {
@@ -195,7 +184,9 @@ impl pb::payment_service_server::PaymentService for PaymentApi {
     async fn refund(&self, req: Request<pb::RefundRequest>) -> RpcResult<pb::RefundResponse> {
         let caller = caller(&req)?;
         // Who may call comes before what the request says.
-        crate::service::only_the_order_service(&caller)?;
+        caller
+            .ensure_order_service()
+            .map_err(Error::PermissionDenied)?;
         let refund = NewRefund::try_from(req.into_inner()).map_err(Error::InvalidArgument)?;
         let (payment, refund) = self.payments.refund(&caller, refund).await?;
         Ok(Response::new(pb::RefundResponse {
@@ -226,35 +217,18 @@ impl pb::payment_service_server::PaymentService for PaymentApi {
         let mut v = Violations::new();
         let user_id = filter(&mut v, "user_id", &r.user_id, UserId::parse);
         let order_id = filter(&mut v, "order_id", &r.order_id, OrderId::parse);
-        let size = v.check(
-            "page_size",
-            paging::page_size(r.page_size, PAGE_DEFAULT, PAGE_MAX),
-        );
         // The filters are part of the listing's name, so a token only pages the
         // listing that issued it.
         let listing = format!("{LISTING} user={} order={}", r.user_id, r.order_id);
-        let before = v
-            .check(
-                "page_token",
-                paging::decode_time_cursor(&listing, &r.page_token).and_then(payment_cursor),
-            )
-            .flatten();
-        v.finish().map_err(Error::InvalidArgument)?;
+        let page = paging::time_page(&mut v, &listing, r.page_size, &r.page_token);
+        let (size, before) = v.finish_with(page).map_err(Error::InvalidArgument)?;
         let page = self
             .payments
-            .list(
-                &caller,
-                ListFilter { user_id, order_id },
-                before,
-                size.expect("no violations means the size parsed"),
-            )
+            .list(&caller, ListFilter { user_id, order_id }, before, size)
             .await?;
         Ok(Response::new(pb::ListPaymentsResponse {
-            payments: page.payments.into_iter().map(Into::into).collect(),
-            next_page_token: page
-                .next
-                .map(|c| paging::encode_time_cursor(&listing, &c))
-                .unwrap_or_default(),
+            payments: page.items.into_iter().map(Into::into).collect(),
+            next_page_token: page.next.map(|c| c.encode(&listing)).unwrap_or_default(),
         }))
     }
 }

@@ -10,37 +10,33 @@
 
 use std::{sync::Arc, time::Duration};
 
-use emporium_common::{auth::Caller, status::Violations, time::now_micros};
+use emporium_common::{
+    auth::Caller,
+    paging::{self, PageSize, TimeCursor},
+    status::{InternalError, Violations},
+    time::now_micros,
+};
 use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::{
-    domain::{NewCharge, NewRefund, Payment, PaymentId, PaymentStatus, Refund, RefundId, UserId},
+    domain::{
+        ListFilter, NewCharge, NewRefund, Payment, PaymentId, PaymentStatus, Refund, RefundId,
+        UserId,
+    },
     error::Error,
     processor::{ChargeAttempt, Decision, Processor},
     store::{
-        KeyRecord, ListFilter, Operation, Recorded, RefundState, RefundUnits, RefundWrite,
-        RefundWritten, Store,
+        KeyRecord, Operation, Recorded, RefundState, RefundUnits, RefundWrite, RefundWritten, Store,
     },
 };
-
-/// Default and maximum page sizes of ListPayments (documented in the proto).
-pub const PAGE_DEFAULT: u32 = 50;
-/// See [`PAGE_DEFAULT`].
-pub const PAGE_MAX: u32 = 500;
 
 const KEY_RUNNING: &str = "a charge with this idempotency key is still running, retry";
 const ORDER_RUNNING: &str = "another charge for this order is still running, retry";
 const REFUND_RACED: &str = "another refund changed this payment meanwhile, retry";
 
-/// One page of payments and the cursor after its last item, if more may follow.
-#[derive(Debug)]
-pub struct Page {
-    /// The payments, newest first.
-    pub payments: Vec<Payment>,
-    /// `(created_at, id)` of the last payment, when there is a next page.
-    pub next: Option<(i64, String)>,
-}
+/// One page of payments, newest first.
+pub type Page = paging::Page<Payment, TimeCursor>;
 
 /// The payment service's operations.
 #[derive(Debug, Clone)]
@@ -77,10 +73,8 @@ impl Payments {
     /// Charges and captures at once; idempotent by key. A decline is recorded
     /// and returned as [`Error::Declined`], on the first call and every replay.
     pub async fn charge(&self, caller: &Caller, charge: NewCharge) -> Result<Payment, Error> {
-        // Only the order service charges, and only for the user it acts for.
-        if !caller.is_service("order") {
-            return Err(Error::PermissionDenied("only the order service may charge"));
-        }
+        // Only the order service charges (the transport admits no one else),
+        // and only for the user it acts for.
         if !caller.may_act_for(charge.user_id.0) {
             return Err(Error::PermissionDenied(
                 "customers may charge only for themselves",
@@ -94,7 +88,7 @@ impl Payments {
         let work = async move { this.run_charge(charge).await };
         tokio::spawn(work.instrument(tracing::Span::current()))
             .await
-            .map_err(|e| Error::Internal(format!("charge task failed: {e}")))?
+            .map_err(|e| Error::Internal(InternalError::caused_by("the charge task failed", e)))?
     }
 
     async fn run_charge(&self, c: NewCharge) -> Result<Payment, Error> {
@@ -192,8 +186,9 @@ impl Payments {
                     result_id: Some(id),
                     ..
                 }) => {
-                    let id = PaymentId::parse(&id)
-                        .map_err(|_| Error::Internal(format!("stored result {id:?} is invalid")))?;
+                    let id = PaymentId::parse(&id).map_err(|_| {
+                        Error::Internal(format!("stored result {id:?} is invalid").into())
+                    })?;
                     return Ok(Claimed::Finished(id));
                 }
                 Some(k) if k.claimed_at < stale_before => {
@@ -229,16 +224,13 @@ impl Payments {
             .store
             .payment(id)
             .await?
-            .ok_or_else(|| Error::Internal(format!("key result {id} has no payment")))?;
+            .ok_or_else(|| Error::Internal(format!("key result {id} has no payment").into()))?;
         charge_outcome(payment.as_charged())
     }
 
     /// Gives back part or all of a captured payment; idempotent by key. Returns
     /// the payment right after the refund, and the refund.
     pub async fn refund(&self, caller: &Caller, r: NewRefund) -> Result<(Payment, Refund), Error> {
-        if !caller.is_service("order") {
-            return Err(Error::PermissionDenied("only the order service may refund"));
-        }
         let payment = self.visible(caller, r.payment_id).await?;
         let units = match &r.amount {
             Some(m) if m.currency() != payment.amount.currency() => {
@@ -275,13 +267,12 @@ impl Payments {
             RefundWritten::NoPayment => return Err(Error::NotFound),
             RefundWritten::Refused(state) => return Err(refusal(r.payment_id, units, state)),
         };
-        let payment =
-            self.store.payment(r.payment_id).await?.ok_or_else(|| {
-                Error::Internal(format!("refunded payment {} is gone", r.payment_id))
-            })?;
-        let snapshot = payment
-            .as_of_refund(seq)
-            .ok_or_else(|| Error::Internal(format!("refund {seq} of {} is gone", payment.id)))?;
+        let payment = self.store.payment(r.payment_id).await?.ok_or_else(|| {
+            Error::Internal(format!("refunded payment {} is gone", r.payment_id).into())
+        })?;
+        let snapshot = payment.as_of_refund(seq).ok_or_else(|| {
+            Error::Internal(format!("refund {seq} of {} is gone", payment.id).into())
+        })?;
         let refund = snapshot
             .refunds
             .last()
@@ -305,18 +296,17 @@ impl Payments {
             .as_deref()
             .and_then(|id| RefundId::parse(id).ok())
             .ok_or_else(|| {
-                Error::Internal(format!("refund key result {:?} is invalid", k.result_id))
+                Error::Internal(format!("refund key result {:?} is invalid", k.result_id).into())
             })?;
         let (payment_id, seq) = self
             .store
             .refund_seq(id)
             .await?
-            .ok_or_else(|| Error::Internal(format!("key result {id} has no refund")))?;
+            .ok_or_else(|| Error::Internal(format!("key result {id} has no refund").into()))?;
         if payment_id != r.payment_id {
-            return Err(Error::Internal(format!(
-                "refund {id} is not of {}",
-                r.payment_id
-            )));
+            return Err(Error::Internal(
+                format!("refund {id} is not of {}", r.payment_id).into(),
+            ));
         }
         Ok(seq)
     }
@@ -343,8 +333,8 @@ impl Payments {
         &self,
         caller: &Caller,
         filter: ListFilter,
-        before: Option<(i64, String)>,
-        size: u32,
+        before: Option<TimeCursor>,
+        size: PageSize,
     ) -> Result<Page, Error> {
         let filter = if caller.is_admin() {
             filter
@@ -361,15 +351,14 @@ impl Payments {
                 },
             }
         };
-        // One extra row tells whether a next page exists without a COUNT.
-        let mut payments = self.store.list(filter, before, size + 1).await?;
-        let next = if payments.len() > size as usize {
-            payments.truncate(size as usize);
-            payments.last().map(|p| (p.created_at, p.id.to_string()))
-        } else {
-            None
-        };
-        Ok(Page { payments, next })
+        let payments = self
+            .store
+            .list(filter, before.map(TimeCursor::to_row), size.fetch())
+            .await?;
+        Ok(Page::from_fetched(payments, size, |p| TimeCursor {
+            created_at: p.created_at,
+            id: p.id.0,
+        }))
     }
 }
 
@@ -412,17 +401,5 @@ fn refusal(payment_id: PaymentId, units: RefundUnits, state: RefundState) -> Err
         ),
         // The state allows it now: a concurrent refund moved it in between.
         _ => Error::Aborted(REFUND_RACED),
-    }
-}
-
-/// Charge and Refund are the saga's: neither customers nor admins call them
-/// directly, only the order service acting for a user.
-pub fn only_the_order_service(caller: &Caller) -> Result<(), Error> {
-    if caller.is_service("order") {
-        Ok(())
-    } else {
-        Err(Error::PermissionDenied(
-            "only the order service may charge or refund",
-        ))
     }
 }

@@ -7,8 +7,8 @@ use sqlx::FromRow;
 
 use crate::{
     domain::{
-        Currency, DeclineReason, IdempotencyKey, Money, OrderId, Payment, PaymentId, PaymentMethod,
-        PaymentStatus, Refund, RefundId, UserId,
+        Currency, DeclineReason, IdempotencyKey, ListFilter, Money, OrderId, Payment, PaymentId,
+        PaymentMethod, PaymentStatus, Refund, RefundId, UserId,
     },
     error::Error,
 };
@@ -57,7 +57,7 @@ struct RefundRow {
 }
 
 fn corrupt(what: &str, value: &str) -> Error {
-    Error::Internal(format!("stored {what} {value:?} is invalid"))
+    Error::Internal(format!("stored {what} {value:?} is invalid").into())
 }
 
 impl PaymentRow {
@@ -206,15 +206,6 @@ pub enum RefundWritten {
     NoPayment,
     /// The conditional update matched nothing: the payment as read afterwards.
     Refused(RefundState),
-}
-
-/// Filters of a listing; `None` is "any".
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ListFilter {
-    /// Only this user's payments.
-    pub user_id: Option<UserId>,
-    /// Only this order's payments.
-    pub order_id: Option<OrderId>,
 }
 
 fn unique_is_none<T>(r: Result<T, sqlx::Error>) -> Result<Option<T>, Error> {

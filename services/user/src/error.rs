@@ -1,6 +1,9 @@
 //! The user service's errors and the one place they become gRPC statuses.
 
-use emporium_common::{rpc::Status, status as common_error, status::Violations};
+use emporium_common::{
+    rpc::Status,
+    status::{self as common_error, InternalError, Violations},
+};
 
 /// Everything that can go wrong in the user service.
 #[derive(Debug, thiserror::Error)]
@@ -23,9 +26,9 @@ pub enum Error {
     /// The database failed.
     #[error("database error")]
     Database(#[from] sqlx::Error),
-    /// A bug or a broken invariant (e.g. a row that does not parse).
-    #[error("{0}")]
-    Internal(String),
+    /// A bug or a broken invariant (e.g. a row that does not parse).; the cause is kept for the log.
+    #[error("internal error")]
+    Internal(#[from] InternalError),
 }
 
 impl From<Error> for Status {

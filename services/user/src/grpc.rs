@@ -20,7 +20,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::{
     domain::{Email, NewUser, Password, Roles, User, UserChanges, UserId, UserName},
     error::Error,
-    service::{PAGE_DEFAULT, PAGE_MAX, Users},
+    service::Users,
 };
 
 /// Methods open without a token: signing up and signing in.
@@ -56,17 +56,6 @@ impl UserApi {
 
 fn user_id(field: &str, raw: &str) -> Result<UserId, Error> {
     UserId::parse(raw).map_err(|e| Error::InvalidArgument(Violations::one(field, e)))
-}
-
-/// A listing cursor points at a user by id. Any other id was not issued by this
-/// listing, and must not reach the database: PostgreSQL refuses text with NUL.
-fn user_cursor(c: Option<(i64, String)>) -> Result<Option<(i64, String)>, &'static str> {
-    match c {
-        Some((_, id)) if UserId::parse(&id).is_err() => {
-            Err("is not a token issued by this listing")
-        }
-        c => Ok(c),
-    }
 }
 
 impl TryFrom<pb::CreateUserRequest> for NewUser {
@@ -271,31 +260,12 @@ impl pb::user_service_server::UserService for UserApi {
         let caller = caller(&req)?;
         let r = req.into_inner();
         let mut v = Violations::new();
-        let size = v.check(
-            "page_size",
-            paging::page_size(r.page_size, PAGE_DEFAULT, PAGE_MAX),
-        );
-        let after = v
-            .check(
-                "page_token",
-                paging::decode_time_cursor(LISTING, &r.page_token).and_then(user_cursor),
-            )
-            .flatten();
-        v.clone().finish().map_err(Error::InvalidArgument)?;
-        let page = self
-            .users
-            .list(
-                &caller,
-                after,
-                size.expect("no violations means the size parsed"),
-            )
-            .await?;
+        let page = paging::time_page(&mut v, LISTING, r.page_size, &r.page_token);
+        let (size, after) = v.finish_with(page).map_err(Error::InvalidArgument)?;
+        let page = self.users.list(&caller, after, size).await?;
         Ok(Response::new(pb::ListUsersResponse {
-            users: page.users.into_iter().map(Into::into).collect(),
-            next_page_token: page
-                .next
-                .map(|c| paging::encode_time_cursor(LISTING, &c))
-                .unwrap_or_default(),
+            users: page.items.into_iter().map(Into::into).collect(),
+            next_page_token: page.next.map(|c| c.encode(LISTING)).unwrap_or_default(),
         }))
     }
 

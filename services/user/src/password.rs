@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use argon2::{Argon2, PasswordHasher as _, PasswordVerifier};
+use emporium_common::status::InternalError;
 use tokio::sync::Semaphore;
 
 use crate::error::Error;
@@ -41,7 +42,7 @@ impl Hasher {
         let password = password.to_owned();
         tokio::task::spawn_blocking(move || hash_blocking(&password))
             .await
-            .map_err(|e| Error::Internal(format!("hash task failed: {e}")))?
+            .map_err(|e| Error::Internal(InternalError::caused_by("the hash task failed", e)))?
     }
 
     /// Whether `password` matches `hash`. With `hash = None` (unknown email) it
@@ -56,7 +57,7 @@ impl Hasher {
                 .is_ok()
         })
         .await
-        .map_err(|e| Error::Internal(format!("verify task failed: {e}")))?;
+        .map_err(|e| Error::Internal(InternalError::caused_by("the verify task failed", e)))?;
         Ok(known && ok)
     }
 }
@@ -69,7 +70,12 @@ fn hash_blocking(password: &str) -> Result<String, Error> {
     Argon2::default()
         .hash_password(password.as_bytes())
         .map(|h| h.to_string())
-        .map_err(|e| Error::Internal(format!("argon2 hashing failed: {e}")))
+        .map_err(|e| {
+            Error::Internal(InternalError::caused_by(
+                "argon2 hashing failed",
+                e.to_string(),
+            ))
+        })
 }
 
 #[cfg(test)]

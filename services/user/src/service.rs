@@ -3,6 +3,8 @@
 
 use emporium_common::{
     auth::{Caller, IssuedToken, Tokens},
+    paging::{self, PageSize, TimeCursor},
+    status::InternalError,
     time::now_micros,
 };
 
@@ -13,19 +15,8 @@ use crate::{
     store::{Store, StoredChanges},
 };
 
-/// Default and maximum page sizes of ListUsers (documented in the proto).
-pub const PAGE_DEFAULT: u32 = 50;
-/// See [`PAGE_DEFAULT`].
-pub const PAGE_MAX: u32 = 500;
-
-/// One page of users and the cursor after its last item, if more may follow.
-#[derive(Debug)]
-pub struct Page {
-    /// The users.
-    pub users: Vec<User>,
-    /// `(created_at, id)` of the last user, when there is a next page.
-    pub next: Option<(i64, String)>,
-}
+/// One page of users.
+pub type Page = paging::Page<User, TimeCursor>;
 
 /// The user service's operations.
 #[derive(Debug, Clone)]
@@ -114,16 +105,45 @@ impl Users {
                 let token = self
                     .tokens
                     .issue(user.id.0, user.roles.as_slice())
-                    .map_err(|e| Error::Internal(e.to_string()))?;
+                    .map_err(|e| {
+                        Error::Internal(InternalError::caused_by("signing the access token", e))
+                    })?;
                 Ok((token, user.clone()))
             }
             _ => Err(Error::Unauthenticated(BAD_CREDENTIALS)),
         }
     }
 
+    /// The caller as the accounts stand now. A user token carries the roles of
+    /// when it was issued; this service owns the accounts, so it believes the
+    /// database instead: a deactivated or deleted user's token stops working here
+    /// at once, and a demoted admin's token loses its admin rights at once (other
+    /// services honour a token until it expires, `auth.token_ttl_secs`).
+    /// Service tokens name a user the calling service acts for; they are taken
+    /// as they are.
+    async fn current(&self, caller: &Caller) -> Result<Caller, Error> {
+        if caller.service.is_some() {
+            return Ok(caller.clone());
+        }
+        match self.store.get(UserId(caller.user_id)).await? {
+            Some(user) if user.active => Ok(Caller {
+                roles: user.roles.as_slice().to_vec(),
+                ..caller.clone()
+            }),
+            Some(_) => Err(Error::Unauthenticated(
+                "this account is deactivated; its tokens no longer work",
+            )),
+            // Deleted (or never stored: tokens minted by the operator's tools):
+            // nothing to check against, so the signed token stands until it
+            // expires.
+            None => Ok(caller.clone()),
+        }
+    }
+
     /// One user: the caller themself, or anyone for an admin. The permission check
     /// comes first, so a customer learns nothing about other ids.
     pub async fn get(&self, caller: &Caller, id: UserId) -> Result<User, Error> {
+        let caller = &self.current(caller).await?;
         ensure_may_act_for(caller, id)?;
         self.store.get(id).await?.ok_or(Error::NotFound)
     }
@@ -135,6 +155,7 @@ impl Users {
         id: UserId,
         changes: UserChanges,
     ) -> Result<User, Error> {
+        let caller = &self.current(caller).await?;
         ensure_may_act_for(caller, id)?;
         if changes.needs_admin() && !caller.is_admin() {
             return Err(Error::PermissionDenied(
@@ -166,6 +187,7 @@ impl Users {
 
     /// Deletes a user.
     pub async fn delete(&self, caller: &Caller, id: UserId) -> Result<(), Error> {
+        let caller = &self.current(caller).await?;
         ensure_may_act_for(caller, id)?;
         if !self.store.delete(id).await? {
             return Err(Error::NotFound);
@@ -178,21 +200,20 @@ impl Users {
     pub async fn list(
         &self,
         caller: &Caller,
-        after: Option<(i64, String)>,
-        size: u32,
+        after: Option<TimeCursor>,
+        size: PageSize,
     ) -> Result<Page, Error> {
-        if !caller.is_admin() {
+        if !self.current(caller).await?.is_admin() {
             return Err(Error::PermissionDenied("only admins may list users"));
         }
-        // One extra row tells whether a next page exists without a COUNT.
-        let mut users = self.store.list(after, size + 1).await?;
-        let next = if users.len() > size as usize {
-            users.truncate(size as usize);
-            users.last().map(|u| (u.created_at, u.id.to_string()))
-        } else {
-            None
-        };
-        Ok(Page { users, next })
+        let users = self
+            .store
+            .list(after.map(TimeCursor::to_row), size.fetch())
+            .await?;
+        Ok(Page::from_fetched(users, size, |u| TimeCursor {
+            created_at: u.created_at,
+            id: u.id.0,
+        }))
     }
 }
 

@@ -39,10 +39,11 @@ struct CredentialRow {
 impl TryFrom<UserRow> for User {
     type Error = Error;
     fn try_from(r: UserRow) -> Result<Self, Error> {
-        let id = UserId::parse(&r.id)
-            .map_err(|_| Error::Internal(format!("stored user id {:?} is not a uuid", r.id)))?;
+        let id = UserId::parse(&r.id).map_err(|_| {
+            Error::Internal(format!("stored user id {:?} is not a uuid", r.id).into())
+        })?;
         let roles = Roles::from_db(&r.roles).ok_or_else(|| {
-            Error::Internal(format!("stored roles {:?} of {id} are invalid", r.roles))
+            Error::Internal(format!("stored roles {:?} of {id} are invalid", r.roles).into())
         })?;
         Ok(User {
             id,

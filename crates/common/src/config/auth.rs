@@ -61,7 +61,9 @@ pub struct AuthConfig {
     pub issuer: String,
     /// `aud` claim written and required.
     pub audience: String,
-    /// Lifetime of an issued user token, in seconds.
+    /// Lifetime of an issued user token, in seconds: also the longest a
+    /// deactivated or demoted user's token keeps working at the services other
+    /// than the user service (which checks the account on every call).
     pub token_ttl_secs: u64,
     /// Clock skew tolerated on `exp` and `nbf`, in seconds.
     pub leeway_secs: u64,
@@ -78,7 +80,7 @@ impl Default for AuthConfig {
             service_key_id: "svc-dev".into(),
             issuer: "emporium-user".into(),
             audience: "emporium".into(),
-            token_ttl_secs: 3_600,
+            token_ttl_secs: 900,
             leeway_secs: 30,
         }
     }
@@ -150,21 +152,34 @@ impl Validate for AuthConfig {
 }
 
 impl AuthConfig {
-    /// Logs a warning for each development key in use.
-    pub fn warn_if_development(&self) {
-        let auth = self;
-        if auth.jwt_secret.expose() == DEV_JWT_SECRET {
-            tracing::warn!(
-                "auth.jwt_secret is the development default: anyone can mint tokens; \
-             set EMPORIUM_AUTH__JWT_SECRET outside development"
-            );
+    /// The settings whose value is a built-in development key, which anyone can
+    /// read in the source: as `(dotted key, what to provide)`.
+    pub fn development_keys(&self) -> Vec<(&'static str, &'static str)> {
+        let mut found = Vec::new();
+        if self.jwt_secret.expose() == DEV_JWT_SECRET {
+            found.push(("auth.jwt_secret", "a secret of at least 32 random bytes"));
         }
-        if auth.service_public_key == DEV_SERVICE_PUBLIC_KEY {
-            tracing::warn!(
-                "auth.service_public_key is the development key pair, whose private half is public; \
-             set EMPORIUM_AUTH__SERVICE_PUBLIC_KEY (and the order service's \
-             EMPORIUM_AUTH__SERVICE_PRIVATE_KEY) outside development"
-            );
+        if self.service_public_key == DEV_SERVICE_PUBLIC_KEY {
+            found.push((
+                "auth.service_public_key",
+                "the public half of your Ed25519 service key pair (PEM)",
+            ));
         }
+        if self
+            .service_private_key
+            .as_ref()
+            .is_some_and(|k| k.expose() == DEV_SERVICE_PRIVATE_KEY)
+        {
+            found.push((
+                "auth.service_private_key",
+                "the private half of your Ed25519 service key pair (PKCS#8 PEM)",
+            ));
+        }
+        for k in &self.previous_keys {
+            if k.secret.expose() == DEV_JWT_SECRET {
+                found.push(("auth.previous_keys", "retired keys that were never public"));
+            }
+        }
+        found
     }
 }

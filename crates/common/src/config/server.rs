@@ -2,6 +2,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, TlsConfig, Validate};
@@ -36,6 +37,13 @@ pub struct ServerConfig {
     pub rate_limit_per_sec: u32,
     /// How many requests a caller may make at once above that rate (bucket size).
     pub rate_limit_burst: u32,
+    /// Networks of the proxies in front of this service (the edge, an ingress),
+    /// e.g. `["10.0.0.0/8"]`: only a caller inside one of them is believed when
+    /// its `x-forwarded-for` names the client, so calls without a token are
+    /// limited per real client rather than per proxy. Anyone else's
+    /// `x-forwarded-for` is ignored. Empty: the TCP peer is the client.
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpNet>,
     /// Testing aid, compiled only into test builds: a response whose status
     /// message contains internals (SQL, paths, panic text, tokens; see
     /// `testing::LEAK_MARKERS`) aborts its connection and logs an error. The
@@ -62,6 +70,7 @@ impl ServerConfig {
             max_message_bytes: 4 * 1024 * 1024,
             rate_limit_per_sec: 50,
             rate_limit_burst: 100,
+            trusted_proxies: Vec::new(),
             #[cfg(any(test, feature = "testing"))]
             leak_guard: false,
             tls: TlsConfig::default(),

@@ -10,7 +10,10 @@ use std::{
 };
 
 use futures::future::Either;
-use tonic::Status;
+use tonic::{
+    Status,
+    transport::server::{TcpConnectInfo, TlsConnectInfo},
+};
 use tower::{Layer, Service};
 
 use super::{HttpRequest, HttpResponse, status_response};
@@ -68,6 +71,16 @@ impl AuthLayer {
     }
 }
 
+/// Over mutual TLS, the service the client certificate names (empty when none).
+fn client_certificate(req: &HttpRequest) -> Option<String> {
+    let certs = req
+        .extensions()
+        .get::<TlsConnectInfo<TcpConnectInfo>>()?
+        .peer_certs()?;
+    let leaf = certs.first()?;
+    Some(crate::tls::service_of(leaf).unwrap_or_default())
+}
+
 impl<S> Layer<S> for AuthLayer {
     type Service = Auth<S>;
     fn layer(&self, inner: S) -> Self::Service {
@@ -100,7 +113,8 @@ where
     fn call(&mut self, mut req: HttpRequest) -> Self::Future {
         match self.layer.verdict(&req) {
             Ok(caller) => {
-                if let Some(caller) = caller {
+                if let Some(mut caller) = caller {
+                    caller.certificate = client_certificate(&req);
                     req.extensions_mut().insert(caller);
                 }
                 Either::Right(self.inner.call(req))

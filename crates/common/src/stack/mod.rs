@@ -34,7 +34,7 @@ pub use self::{
     deadline::{Deadline, DeadlineLayer, parse_grpc_timeout},
     load_shed::LoadShedLayer,
     metrics::{KnownMethods, MetricsLayer},
-    rate_limit::RateLimitLayer,
+    rate_limit::{RateLimitLayer, client_addr},
     request_id::{RequestId, X_REQUEST_ID, request_id},
     trace_context::TraceContextLayer,
 };
@@ -76,7 +76,11 @@ impl ServerStack {
         Self {
             metrics,
             auth: AuthLayer::new(tokens, public),
-            rate_limit: RateLimitLayer::new(config.rate_limit_per_sec, config.rate_limit_burst),
+            rate_limit: RateLimitLayer::new(
+                config.rate_limit_per_sec,
+                config.rate_limit_burst,
+                &config.trusted_proxies,
+            ),
             load_shed: LoadShedLayer::new(config.max_in_flight),
             deadline: DeadlineLayer::new(config.request_timeout()),
         }

@@ -5,6 +5,7 @@
 
 use std::{
     future::{Ready, ready},
+    net::IpAddr,
     num::NonZeroU32,
     sync::{Arc, Weak},
     task::{Context, Poll},
@@ -16,7 +17,11 @@ use governor::{
     DefaultKeyedRateLimiter, Quota, RateLimiter,
     clock::{Clock as _, DefaultClock},
 };
-use tonic::{Code, Status};
+use ipnet::IpNet;
+use tonic::{
+    Code, Status,
+    transport::server::{TcpConnectInfo, TlsConnectInfo},
+};
 use tonic_types::StatusExt as _;
 use tower::{Layer, Service};
 
@@ -39,13 +44,57 @@ pub(super) fn quota(per_sec: u32, burst: u32) -> Option<Quota> {
 #[derive(Debug, Clone)]
 pub struct RateLimitLayer {
     limiter: Option<Arc<DefaultKeyedRateLimiter<String>>>,
+    trusted_proxies: Arc<[IpNet]>,
+}
+
+/// The address of the client behind a call: the TCP peer, or, when the peer is
+/// a trusted proxy, the last address in `x-forwarded-for` that is not itself a
+/// trusted proxy (each proxy appends the address it got the call from, so only
+/// the entries added by our own proxies can be believed).
+pub fn client_addr(req: &HttpRequest, trusted: &[IpNet]) -> Option<IpAddr> {
+    let ext = req.extensions();
+    let peer = ext
+        .get::<TcpConnectInfo>()
+        .or_else(|| {
+            ext.get::<TlsConnectInfo<TcpConnectInfo>>()
+                .map(|tls| tls.get_ref())
+        })
+        .and_then(TcpConnectInfo::remote_addr)?
+        .ip();
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let mut client = peer;
+    // Every x-forwarded-for header, in order; a malformed entry ends the walk
+    // (it cannot be told apart from a forgery), as does the first untrusted one.
+    let hops: Vec<&str> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    for hop in hops.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) => {
+                client = ip;
+                if !is_trusted(&ip) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    Some(client)
 }
 
 impl RateLimitLayer {
     /// `per_sec` requests per second per caller, bursts of `burst`; 0 turns it off.
     /// Inside a Tokio runtime a task evicts idle callers every 30 s for as long
     /// as the layer lives.
-    pub fn new(per_sec: u32, burst: u32) -> Self {
+    pub fn new(per_sec: u32, burst: u32, trusted_proxies: &[IpNet]) -> Self {
         let limiter = quota(per_sec, burst).map(|q| Arc::new(RateLimiter::keyed(q)));
         if let (Some(limiter), Ok(rt)) = (&limiter, tokio::runtime::Handle::try_current()) {
             let weak: Weak<DefaultKeyedRateLimiter<String>> = Arc::downgrade(limiter);
@@ -62,7 +111,10 @@ impl RateLimitLayer {
                 }
             });
         }
-        Self { limiter }
+        Self {
+            limiter,
+            trusted_proxies: trusted_proxies.into(),
+        }
     }
 
     /// Takes one token for the caller of `req`; on refusal, how long until one
@@ -74,12 +126,8 @@ impl RateLimitLayer {
         let key = match req.extensions().get::<Caller>() {
             Some(c) if c.service.is_some() => return Ok(()),
             Some(c) => format!("user:{}", c.user_id),
-            None => match req
-                .extensions()
-                .get::<tonic::transport::server::TcpConnectInfo>()
-                .and_then(|i| i.remote_addr())
-            {
-                Some(a) => format!("ip:{}", a.ip()),
+            None => match client_addr(req, &self.trusted_proxies) {
+                Some(ip) => format!("ip:{ip}"),
                 None => return Ok(()),
             },
         };
@@ -173,6 +221,60 @@ mod tests {
     #[test]
     fn zero_turns_limiting_off() {
         assert!(quota(0, 10).is_none());
-        assert!(RateLimitLayer::new(0, 10).limiter.is_none());
+        assert!(RateLimitLayer::new(0, 10, &[]).limiter.is_none());
+    }
+
+    fn call_from(peer: &str, forwarded: &[&str]) -> HttpRequest {
+        let mut req = http::Request::new(tonic::body::Body::empty());
+        for f in forwarded {
+            req.headers_mut()
+                .append("x-forwarded-for", http::HeaderValue::from_str(f).unwrap());
+        }
+        let peer: std::net::SocketAddr = format!("{peer}:40000").parse().unwrap();
+        req.extensions_mut().insert(TcpConnectInfo {
+            local_addr: None,
+            remote_addr: Some(peer),
+        });
+        req
+    }
+
+    #[test]
+    fn the_client_behind_trusted_proxies_is_the_last_untrusted_hop() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        // Straight from a client: the peer, whatever it claims.
+        assert_eq!(
+            client_addr(&call_from("203.0.113.7", &["1.2.3.4"]), &trusted),
+            ip("203.0.113.7")
+        );
+        // Through our proxy: the address it saw.
+        assert_eq!(
+            client_addr(&call_from("10.0.0.5", &["198.51.100.9"]), &trusted),
+            ip("198.51.100.9")
+        );
+        // A client that forges a header in front of our proxy: the proxy appended
+        // the real address last, and that is the one believed.
+        assert_eq!(
+            client_addr(&call_from("10.0.0.5", &["1.1.1.1, 198.51.100.9"]), &trusted),
+            ip("198.51.100.9")
+        );
+        // Two of our proxies in a row, headers split across lines.
+        assert_eq!(
+            client_addr(
+                &call_from("10.0.0.5", &["198.51.100.9", "10.0.0.6"]),
+                &trusted
+            ),
+            ip("198.51.100.9")
+        );
+        // Garbage ends the walk at the last good hop.
+        assert_eq!(
+            client_addr(&call_from("10.0.0.5", &["nonsense"]), &trusted),
+            ip("10.0.0.5")
+        );
+        // No trusted proxies configured: the header is never read.
+        assert_eq!(
+            client_addr(&call_from("10.0.0.5", &["198.51.100.9"]), &[]),
+            ip("10.0.0.5")
+        );
     }
 }

@@ -19,6 +19,8 @@ fn command(dir: &std::path::Path) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        // The test keys include the development service key pair.
+        .env("EMPORIUM_DEV_MODE", "true")
         .env(
             "EMPORIUM_DATABASE__URL",
             format!("sqlite://{}/inventory.db", dir.display()),
@@ -124,4 +126,64 @@ async fn serves_until_sigterm_then_exits_zero() {
     .await
     .unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+/// A key pair made for this test alone (not the built-in development pair).
+const TEST_PUBLIC_KEY: &str = "-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEAjWqflosjhsXT5i3MlZCNLYgwJVSifjIZLA/wpjztVDI=
+-----END PUBLIC KEY-----
+";
+
+#[test]
+fn without_development_mode_every_development_key_is_refused_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    // Production: no EMPORIUM_DEV_MODE, and each step provides one more key.
+    let run = |vars: &[(&str, &str)]| {
+        let mut cmd = Command::new(BIN);
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env(
+                "EMPORIUM_DATABASE__URL",
+                format!("sqlite://{}/inventory.db", dir.path().display()),
+            )
+            .env("EMPORIUM_SERVER__GRPC_ADDR", "127.0.0.1:0")
+            .env("EMPORIUM_SERVER__ADMIN_ADDR", "127.0.0.1:0");
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        err
+    };
+    let err = run(&[]);
+    assert!(err.contains("EMPORIUM_AUTH__JWT_SECRET"), "{err}");
+    assert!(err.contains("built-in development key"), "{err}");
+    // The user-token secret alone leaves the world-known service key pair.
+    let secret = (
+        "EMPORIUM_AUTH__JWT_SECRET",
+        "a-real-secret-of-at-least-32-bytes-0123",
+    );
+    let err = run(&[secret]);
+    assert!(err.contains("EMPORIUM_AUTH__SERVICE_PUBLIC_KEY"), "{err}");
+    // The development private key is refused even when given explicitly.
+    let public = ("EMPORIUM_AUTH__SERVICE_PUBLIC_KEY", TEST_PUBLIC_KEY);
+    let err = run(&[
+        secret,
+        public,
+        (
+            "EMPORIUM_AUTH__SERVICE_PRIVATE_KEY",
+            emporium_common::config::DEV_SERVICE_PRIVATE_KEY,
+        ),
+    ]);
+    assert!(err.contains("EMPORIUM_AUTH__SERVICE_PRIVATE_KEY"), "{err}");
+    // Real keys pass the gate: what stops this run is the database it cannot open.
+    let err = run(&[
+        secret,
+        public,
+        ("EMPORIUM_DATABASE__URL", "sqlite:///proc/no-such-dir/x.db"),
+    ]);
+    assert!(!err.contains("development"), "{err}");
+    assert!(err.contains("database"), "{err}");
 }

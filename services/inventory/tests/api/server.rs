@@ -19,7 +19,7 @@ use emporium_common::{
 };
 use emporium_inventory::{
     Config,
-    domain::{Currency, Money, Product, ProductId, Sku},
+    domain::{Currency, Product, ProductId, Sku},
     store::{MIGRATOR, Store},
 };
 use emporium_testkit::{TestDb, base_config, http_get};
@@ -88,7 +88,8 @@ async fn a_catalogue_in_another_currency_stops_the_start() {
             sku: Sku::parse("EURO-ITEM").unwrap(),
             name: "Euro item".into(),
             description: String::new(),
-            unit_price: Money::price(100, Currency::parse("EUR").unwrap()).unwrap(),
+            unit_price: emporium_inventory::domain::price(100, Currency::parse("EUR").unwrap())
+                .unwrap(),
             on_hand: 0,
             reserved: 0,
             created_at: 1,

@@ -3,7 +3,7 @@
 
 use emporium_common::db::{Backend, Db};
 use emporium_inventory::{
-    domain::{Currency, Money, Product, ProductId, ProductRef, Sku},
+    domain::{Currency, Product, ProductId, ProductRef, Sku},
     error::Error,
     store::{MIGRATOR, Store},
 };
@@ -29,7 +29,8 @@ fn product(sku: &str) -> Product {
         sku: Sku::parse(sku).unwrap(),
         name: format!("Product {sku}"),
         description: "d".into(),
-        unit_price: Money::price(499, Currency::parse("EUR").unwrap()).unwrap(),
+        unit_price: emporium_inventory::domain::price(499, Currency::parse("EUR").unwrap())
+            .unwrap(),
         on_hand: 0,
         reserved: 0,
         created_at: 10,

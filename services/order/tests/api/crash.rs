@@ -34,6 +34,8 @@ fn start(db_url: &str, peers: &[(&str, String)], crash_after: Option<&str>) -> O
     let mut cmd = Command::new(BIN);
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        // The test keys include the development service key pair.
+        .env("EMPORIUM_DEV_MODE", "true")
         .env("EMPORIUM_DATABASE__URL", db_url)
         .env("EMPORIUM_SERVER__GRPC_ADDR", "127.0.0.1:0")
         .env("EMPORIUM_SERVER__ADMIN_ADDR", "127.0.0.1:0")

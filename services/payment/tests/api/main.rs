@@ -6,6 +6,7 @@ mod charge;
 mod concurrency;
 mod hostile;
 mod listing;
+mod mtls;
 mod refund;
 mod server;
 mod store;

@@ -196,6 +196,7 @@ async fn abandoned_claims_are_taken_over_after_their_lease(db: TestDb) {
         user_id: uuid::Uuid::now_v7(),
         roles: vec![Role::Admin],
         service: Some("order".into()),
+        certificate: None,
     };
     let charge = |order_id, k: &str| NewCharge {
         order_id,

@@ -15,6 +15,7 @@ backend_tests!(
     authenticate_requires_both_fields,
     calls_without_a_valid_token_are_unauthenticated,
     admin_is_bootstrapped_from_config,
+    a_demoted_admin_or_deactivated_user_loses_rights_here_at_once,
 );
 
 async fn authenticate_issues_a_token_for_the_user(db: TestDb) {
@@ -26,7 +27,8 @@ async fn authenticate_issues_a_token_for_the_user(db: TestDb) {
     let expire = auth.expire_time.unwrap().seconds;
     let now = emporium_common::time::now_micros() / 1_000_000;
     assert!(
-        (now + 3_500..=now + 3_700).contains(&expire),
+        // auth.token_ttl_secs: 15 minutes by default.
+        (now + 850..=now + 950).contains(&expire),
         "{expire} vs {now}"
     );
     let caller = emporium_testkit::tokens()
@@ -143,4 +145,55 @@ async fn admin_is_bootstrapped_from_config(db: TestDb) {
         .signup("wannabe@example.com", "Wannabe", "password-1")
         .await;
     assert_eq!(user.roles, vec![pb::Role::Customer as i32]);
+}
+
+/// A token carries the roles of when it was issued; the user service checks the
+/// account behind it on every call, so demotion and deactivation apply at once
+/// here (and elsewhere within `auth.token_ttl_secs`, docs/security.md).
+async fn a_demoted_admin_or_deactivated_user_loses_rights_here_at_once(db: TestDb) {
+    let mut app = app(db).await;
+    let root = app
+        .login(ADMIN_EMAIL, crate::ADMIN_PASSWORD)
+        .await
+        .access_token;
+    let (bob, _) = app.customer("bob@example.com").await;
+    let set = |active: Option<bool>, roles: Option<Vec<pb::Role>>| pb::UpdateUserRequest {
+        user_id: bob.id.clone(),
+        active,
+        roles: roles.map(|r| pb::RoleSet {
+            roles: r.into_iter().map(|r| r as i32).collect(),
+        }),
+        ..Default::default()
+    };
+    app.client
+        .update_user(bearer(
+            set(None, Some(vec![pb::Role::Customer, pb::Role::Admin])),
+            &root,
+        ))
+        .await
+        .unwrap();
+    let bobs = app
+        .login("bob@example.com", "customer-pw-1")
+        .await
+        .access_token;
+    let list = || pb::ListUsersRequest::default();
+    app.client.list_users(bearer(list(), &bobs)).await.unwrap();
+
+    // Demoted: the same token, still valid, is no longer an admin's.
+    app.client
+        .update_user(bearer(set(None, Some(vec![pb::Role::Customer])), &root))
+        .await
+        .unwrap();
+    assert_code(
+        app.client.list_users(bearer(list(), &bobs)).await,
+        Code::PermissionDenied,
+    );
+    assert_eq!(app.get(&bob.id, &bobs).await.unwrap().id, bob.id);
+
+    // Deactivated: the token stops working altogether.
+    app.client
+        .update_user(bearer(set(Some(false), None), &root))
+        .await
+        .unwrap();
+    assert_code(app.get(&bob.id, &bobs).await, Code::Unauthenticated);
 }

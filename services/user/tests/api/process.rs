@@ -27,6 +27,8 @@ pub(crate) fn command(dir: &std::path::Path) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        // The test keys include the development service key pair.
+        .env("EMPORIUM_DEV_MODE", "true")
         .env(
             "EMPORIUM_DATABASE__URL",
             format!("sqlite://{}/user.db", dir.display()),

@@ -225,3 +225,56 @@ async fn each_caller_is_rate_limited_on_its_own() {
         Code::NotFound
     );
 }
+
+/// Anonymous Authenticate calls (wrong passwords) from two clients behind one
+/// proxy: with the proxy trusted, each client has its own bucket; a caller that
+/// is not a trusted proxy cannot pick its bucket by forging the header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_callers_behind_a_trusted_proxy_are_limited_per_real_client() {
+    let login = |client: &str| {
+        let mut req = emporium_common::rpc::Request::new(pb::AuthenticateRequest {
+            email: "nobody@example.com".into(),
+            password: "wrong password".into(),
+        });
+        req.metadata_mut()
+            .insert("x-forwarded-for", client.parse().unwrap());
+        req
+    };
+    for trusted in [true, false] {
+        let svc = emporium_testkit::spawn_user(TestDb::sqlite(), |c| {
+            c.base.server.rate_limit_per_sec = 1;
+            c.base.server.rate_limit_burst = 2;
+            if trusted {
+                c.base.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+            }
+        })
+        .await;
+        let mut client = pb::user_service_client::UserServiceClient::new(svc.channel().await);
+        // One client uses up its burst...
+        for _ in 0..2 {
+            let s = client
+                .authenticate(login("198.51.100.1"))
+                .await
+                .unwrap_err();
+            assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
+        }
+        let s = client
+            .authenticate(login("198.51.100.1"))
+            .await
+            .unwrap_err();
+        assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
+        // ...and another one behind the same proxy: its own bucket when the proxy
+        // is trusted; the same (exhausted) bucket of the TCP peer when it is not,
+        // whatever the header claims.
+        let s = client
+            .authenticate(login("198.51.100.2"))
+            .await
+            .unwrap_err();
+        let expected = if trusted {
+            Code::Unauthenticated
+        } else {
+            Code::ResourceExhausted
+        };
+        assert_eq!(s.code(), expected, "trusted proxy: {trusted}: {s:?}");
+    }
+}
