@@ -9,7 +9,8 @@ SERVICES := user inventory payment order
 export EMPORIUM_USER__ADMIN_EMAIL ?= admin@emporium.local
 export EMPORIUM_USER__ADMIN_PASSWORD ?= admin-password
 
-.PHONY: help run build test fmt lint proto-lint proto-breaking smoke demo deny certs observability-check
+.PHONY: help run build test fmt lint proto-lint proto-breaking smoke demo deny certs observability-check \
+        deploy-check compose-up compose-down compose-run
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -50,3 +51,15 @@ observability-check: ## Validate deploy/ collector, Prometheus and Grafana files
 
 smoke: build ## Start the user service and call it with buf curl through reflection
 	tools/smoke
+
+deploy-check: ## Check deploy/ offline: kustomize + Kubernetes schemas + policy tests, compose, Dockerfile, CI workflow
+	tools/check-deploy
+
+compose-up: ## Start the compose stack (development secrets made if missing), wait until healthy, print what to open
+	tools/compose up
+
+compose-down: ## Stop the compose stack; data volumes are kept unless WIPE=1
+	tools/compose down $(if $(WIPE),--wipe)
+
+compose-run: ## As CI: local images, the compose stack for real, demo, a killed service, teardown (root; no registry needed)
+	tools/compose-run
