@@ -2,22 +2,14 @@
 //! Health, reflection and the configured public methods need no token; every
 //! other call without a valid one is UNAUTHENTICATED, before any work is done.
 
-use std::{
-    collections::HashSet,
-    future::{Ready, ready},
-    sync::Arc,
-    task::{Context, Poll},
-};
+use std::{collections::HashSet, sync::Arc};
 
-use futures::future::Either;
+use super::{HttpRequest, gate::Gate};
+use crate::auth::{Caller, Tokens};
 use tonic::{
     Status,
     transport::server::{TcpConnectInfo, TlsConnectInfo},
 };
-use tower::{Layer, Service};
-
-use super::{HttpRequest, HttpResponse, status_response};
-use crate::auth::{Caller, Tokens};
 
 /// See the module docs.
 #[derive(Debug, Clone)]
@@ -81,45 +73,12 @@ fn client_certificate(req: &HttpRequest) -> Option<String> {
     Some(crate::tls::service_of(leaf).unwrap_or_default())
 }
 
-impl<S> Layer<S> for AuthLayer {
-    type Service = Auth<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        Auth {
-            inner,
-            layer: self.clone(),
+impl Gate for AuthLayer {
+    fn admit(&self, req: &mut HttpRequest) -> Result<(), Status> {
+        if let Some(mut caller) = self.verdict(req)? {
+            caller.certificate = client_certificate(req);
+            req.extensions_mut().insert(caller);
         }
-    }
-}
-
-/// The service [`AuthLayer`] makes.
-#[derive(Debug, Clone)]
-pub struct Auth<S> {
-    inner: S,
-    layer: AuthLayer,
-}
-
-impl<S> Service<HttpRequest> for Auth<S>
-where
-    S: Service<HttpRequest, Response = HttpResponse>,
-{
-    type Response = HttpResponse;
-    type Error = S::Error;
-    type Future = Either<Ready<Result<HttpResponse, S::Error>>, S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: HttpRequest) -> Self::Future {
-        match self.layer.verdict(&req) {
-            Ok(caller) => {
-                if let Some(mut caller) = caller {
-                    caller.certificate = client_certificate(&req);
-                    req.extensions_mut().insert(caller);
-                }
-                Either::Right(self.inner.call(req))
-            }
-            Err(status) => Either::Left(ready(Ok(status_response(status)))),
-        }
+        Ok(())
     }
 }

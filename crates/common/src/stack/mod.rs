@@ -14,6 +14,7 @@
 mod auth;
 mod catch_panic;
 mod deadline;
+mod gate;
 mod load_shed;
 mod metrics;
 mod rate_limit;
@@ -32,6 +33,7 @@ use tower_http::{
 pub use self::{
     auth::AuthLayer,
     deadline::{Deadline, DeadlineLayer, parse_grpc_timeout},
+    gate::{Gate, GateLayer, Gated},
     load_shed::LoadShedLayer,
     metrics::{KnownMethods, MetricsLayer},
     rate_limit::{RateLimitLayer, client_addr},
@@ -111,9 +113,9 @@ where
             // Above auth and shedding, so refused calls are counted with their code.
             .layer(self.metrics.clone())
             // Before any work is admitted: unauthenticated calls cost nothing below.
-            .layer(self.auth.clone())
+            .layer(GateLayer(self.auth.clone()))
             // After auth, so the limit is per user, not per connection or address.
-            .layer(self.rate_limit.clone())
+            .layer(GateLayer(self.rate_limit.clone()))
             // Global, not per connection: many connections must not multiply the limit.
             .layer(self.load_shed.clone())
             // Only admitted work is timed; the deadline is visible to handlers.

@@ -4,15 +4,14 @@
 //! the others. Calls from peer services are not limited here.
 
 use std::{
-    future::{Ready, ready},
     net::IpAddr,
     num::NonZeroU32,
     sync::{Arc, Weak},
-    task::{Context, Poll},
     time::Duration,
 };
 
-use futures::future::Either;
+use super::{HttpRequest, gate::Gate};
+use crate::auth::Caller;
 use governor::{
     DefaultKeyedRateLimiter, Quota, RateLimiter,
     clock::{Clock as _, DefaultClock},
@@ -23,10 +22,6 @@ use tonic::{
     transport::server::{TcpConnectInfo, TlsConnectInfo},
 };
 use tonic_types::StatusExt as _;
-use tower::{Layer, Service};
-
-use super::{HttpRequest, HttpResponse, status_response};
-use crate::auth::Caller;
 
 /// How often buckets that are full again are dropped, so memory stays bounded
 /// by the callers of the last minute or so, not of the process's life.
@@ -137,48 +132,17 @@ impl RateLimitLayer {
     }
 }
 
-impl<S> Layer<S> for RateLimitLayer {
-    type Service = RateLimit<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        RateLimit {
-            inner,
-            layer: self.clone(),
-        }
-    }
-}
-
-/// The service [`RateLimitLayer`] makes.
-#[derive(Debug, Clone)]
-pub struct RateLimit<S> {
-    inner: S,
-    layer: RateLimitLayer,
-}
-
-impl<S> Service<HttpRequest> for RateLimit<S>
-where
-    S: Service<HttpRequest, Response = HttpResponse>,
-{
-    type Response = HttpResponse;
-    type Error = S::Error;
-    type Future = Either<Ready<Result<HttpResponse, S::Error>>, S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: HttpRequest) -> Self::Future {
-        match self.layer.take(&req) {
-            Ok(()) => Either::Right(self.inner.call(req)),
-            Err(wait) => {
-                metrics::counter!("rpc_server_rate_limited_total").increment(1);
-                let retry = wait.max(Duration::from_millis(1));
-                Either::Left(ready(Ok(status_response(Status::with_error_details(
-                    Code::ResourceExhausted,
-                    format!("rate limit exceeded, retry in {} ms", retry.as_millis()),
-                    tonic_types::ErrorDetails::with_retry_info(Some(retry)),
-                )))))
-            }
-        }
+impl Gate for RateLimitLayer {
+    fn admit(&self, req: &mut HttpRequest) -> Result<(), Status> {
+        self.take(req).map_err(|wait| {
+            metrics::counter!("rpc_server_rate_limited_total").increment(1);
+            let retry = wait.max(Duration::from_millis(1));
+            Status::with_error_details(
+                Code::ResourceExhausted,
+                format!("rate limit exceeded, retry in {} ms", retry.as_millis()),
+                tonic_types::ErrorDetails::with_retry_info(Some(retry)),
+            )
+        })
     }
 }
 
