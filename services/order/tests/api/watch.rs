@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use emporium_common::rpc::Code;
+use emporium_common::rpc::{Code, Request};
 use emporium_testkit::{TestDb, backend_tests, bearer, refused};
 use futures::StreamExt as _;
 
@@ -14,6 +14,18 @@ backend_tests!(
     watching_my_orders_sees_new_ones,
     watching_an_order_already_cancelled_ends_after_its_state,
 );
+
+/// A watch of the one order `id`, as the owner of `token`.
+fn watch_one(id: &str, token: &str) -> Request<pb::WatchOrderUpdatesRequest> {
+    bearer(
+        pb::WatchOrderUpdatesRequest {
+            target: Some(pb::watch_order_updates_request::Target::OrderId(
+                id.to_owned(),
+            )),
+        },
+        token,
+    )
+}
 
 async fn next(
     stream: &mut emporium_common::rpc::Streaming<pb::WatchOrderUpdatesResponse>,
@@ -32,14 +44,7 @@ async fn watching_one_order_sees_it_through_cancellation(db: TestDb) {
     let mut stream = s
         .orders()
         .await
-        .watch_order_updates(bearer(
-            pb::WatchOrderUpdatesRequest {
-                target: Some(pb::watch_order_updates_request::Target::OrderId(
-                    o.id.clone(),
-                )),
-            },
-            &s.customer_token,
-        ))
+        .watch_order_updates(watch_one(&o.id, &s.customer_token))
         .await
         .unwrap()
         .into_inner();
@@ -91,14 +96,7 @@ async fn watching_one_order_sees_it_through_cancellation(db: TestDb) {
     refused(
         s.orders()
             .await
-            .watch_order_updates(bearer(
-                pb::WatchOrderUpdatesRequest {
-                    target: Some(pb::watch_order_updates_request::Target::OrderId(
-                        o.id.clone(),
-                    )),
-                },
-                &other,
-            ))
+            .watch_order_updates(watch_one(&o.id, &other))
             .await,
         Code::PermissionDenied,
     );
@@ -169,14 +167,7 @@ async fn watching_an_order_already_cancelled_ends_after_its_state(db: TestDb) {
     let mut stream = s
         .orders()
         .await
-        .watch_order_updates(bearer(
-            pb::WatchOrderUpdatesRequest {
-                target: Some(pb::watch_order_updates_request::Target::OrderId(
-                    o.id.clone(),
-                )),
-            },
-            &s.customer_token,
-        ))
+        .watch_order_updates(watch_one(&o.id, &s.customer_token))
         .await
         .unwrap()
         .into_inner();
