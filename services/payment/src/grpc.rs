@@ -195,6 +195,15 @@ impl pb::payment_service_server::PaymentService for PaymentApi {
         }))
     }
 
+    async fn void_charge(
+        &self,
+        _req: Request<pb::VoidChargeRequest>,
+    ) -> RpcResult<pb::VoidChargeResponse> {
+        Err(emporium_common::rpc::Status::unimplemented(
+            "VoidCharge is not implemented yet",
+        ))
+    }
+
     async fn get_payment(
         &self,
         req: Request<pb::GetPaymentRequest>,
