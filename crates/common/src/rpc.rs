@@ -17,7 +17,7 @@ pub use tonic_health::pb as health;
 pub use tonic_reflection::pb::v1 as reflection;
 
 /// Reading rich error details (`google.rpc.BadRequest` …) off a status.
-pub use tonic_types::{ErrorDetails, StatusExt};
+pub use tonic_types::{ErrorDetail, ErrorDetails, StatusExt};
 
 /// `/pkg.Service/Method` split into service and method.
 pub fn split_path(path: &str) -> Option<(&str, &str)> {

@@ -53,7 +53,8 @@ pub fn saga_config() -> SagaConfig {
         lease_ms: 3_000,
         sweep_interval_ms: 200,
         create_wait_ms: 8_000,
-        crash_after: None,
+        max_pause_ms: 2_000,
+        crash_at: None,
     }
 }
 
@@ -320,7 +321,7 @@ mod tests {
     #[test]
     fn the_order_service_under_test_has_the_crash_failpoint() {
         let saga = serde_json::to_value(super::saga_config()).unwrap();
-        assert_eq!(saga["crash_after"], serde_json::Value::Null, "{saga}");
-        assert!(saga.as_object().unwrap().contains_key("crash_after"));
+        assert_eq!(saga["crash_at"], serde_json::Value::Null, "{saga}");
+        assert!(saga.as_object().unwrap().contains_key("crash_at"));
     }
 }

@@ -10,6 +10,9 @@ use emporium_common::{
 };
 use serde::{Deserialize, Serialize};
 
+/// How much longer than the retry budget a lease must be (ms).
+const LEASE_HEADROOM_MS: u64 = 500;
+
 /// Everything the order service reads at start.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Config {
@@ -36,36 +39,48 @@ pub struct Peers {
 /// How the saga retries, leases and sweeps.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SagaConfig {
-    /// How long one saga run keeps retrying a peer that fails transiently
-    /// (UNAVAILABLE, timeouts) before it compensates, in milliseconds. A
-    /// CreateOrder call's own deadline shortens it.
+    /// How long the saga keeps retrying one peer call that fails transiently
+    /// (UNAVAILABLE, timeouts) before the step gives up on it, in milliseconds.
+    /// A forward step then compensates the order; a step that must settle money
+    /// or stock pauses and is resumed later. The saga's own budget: a
+    /// CreateOrder caller's deadline never shortens it.
     pub retry_budget_ms: u64,
     /// First pause between retries, doubled each time up to 1 s (milliseconds).
     pub retry_backoff_ms: u64,
-    /// How long a process owns an order's saga without renewing (milliseconds).
+    /// How long a run owns an order's saga without renewing (milliseconds).
     /// Another process (or this one after a restart) takes over an order whose
-    /// lease has run out.
+    /// lease has run out. Must exceed `retry_budget_ms` by at least 500 ms, since
+    /// one peer call may take the whole budget between two renewals.
     pub lease_ms: u64,
+    /// Longest wait before a paused order (a peer was away) is resumed, in
+    /// milliseconds. The first wait is `sweep_interval_ms`, doubled after each
+    /// pause up to this.
+    pub max_pause_ms: u64,
     /// How often unfinished orders with an expired lease are looked for
     /// (milliseconds). The first sweep runs at start.
     pub sweep_interval_ms: u64,
-    /// How long CreateOrder waits for the saga before answering with the order
-    /// still PENDING (it finishes in the background), in milliseconds; the call's
-    /// deadline shortens it.
+    /// How long CreateOrder (and CancelOrder) waits for the saga before
+    /// answering with the order as it stands (the saga finishes in the
+    /// background), in milliseconds. A call whose deadline comes sooner gets its
+    /// answer 100 ms before that deadline; the saga carries on regardless.
     pub create_wait_ms: u64,
-    /// Testing aid: abort the process right after this step is recorded
-    /// (`reserve`, `charge`, `commit`, `compensate`, `done`), to prove recovery.
+    /// Testing aid: abort the process at one point of the saga, to prove
+    /// recovery from a crash there: `saved:<step>` right after the order is
+    /// stored at that step (`reserve`, `charge`, `commit`, `compensate`,
+    /// `done`), `called:<call>` right after that peer call returns and before
+    /// anything is stored (`check_user`, `reserve`, `charge`, `commit`, `void`,
+    /// `refund`, `release`).
     ///
     /// It exists only when the crate is built with the `testing` feature. No
     /// package enables that feature in its `[dependencies]`: only
     /// `emporium-testkit` does, and the testkit is a dev-dependency, so cargo
     /// turns it on for `cargo test` alone. A `cargo build --release` (and the
     /// container images built with it) compiles neither this field nor the
-    /// abort it triggers; there, `--print-config` shows no `saga.crash_after`,
-    /// and `EMPORIUM_SAGA__CRASH_AFTER` is ignored with the warning every
+    /// abort it triggers; there, `--print-config` shows no `saga.crash_at`,
+    /// and `EMPORIUM_SAGA__CRASH_AT` is ignored with the warning every
     /// unknown setting gets ("this service has no such setting").
     #[cfg(feature = "testing")]
-    pub crash_after: Option<String>,
+    pub crash_at: Option<String>,
 }
 
 impl Default for SagaConfig {
@@ -74,10 +89,11 @@ impl Default for SagaConfig {
             retry_budget_ms: 8_000,
             retry_backoff_ms: 50,
             lease_ms: 30_000,
+            max_pause_ms: 60_000,
             sweep_interval_ms: 5_000,
             create_wait_ms: 9_000,
             #[cfg(feature = "testing")]
-            crash_after: None,
+            crash_at: None,
         }
     }
 }
@@ -116,27 +132,35 @@ impl Validate for Config {
             ("saga.retry_budget_ms", s.retry_budget_ms),
             ("saga.retry_backoff_ms", s.retry_backoff_ms),
             ("saga.lease_ms", s.lease_ms),
+            ("saga.max_pause_ms", s.max_pause_ms),
             ("saga.sweep_interval_ms", s.sweep_interval_ms),
         ] {
             if v == 0 {
                 return Err(ConfigError::invalid(key, "must be > 0"));
             }
         }
-        // A step may retry for the whole budget; a shorter lease would let another
-        // process take the order over mid-step.
-        if s.lease_ms <= s.retry_budget_ms {
+        // One peer call may retry for the whole budget between two renewals of
+        // the lease, and the renewal itself is a database write: a lease with
+        // less headroom would let another run take the order over mid-call.
+        if s.lease_ms < s.retry_budget_ms.saturating_add(LEASE_HEADROOM_MS) {
             return Err(ConfigError::invalid(
                 "saga.lease_ms",
-                "must be greater than saga.retry_budget_ms",
+                format!("must exceed saga.retry_budget_ms by at least {LEASE_HEADROOM_MS} ms"),
+            ));
+        }
+        if s.retry_backoff_ms >= s.retry_budget_ms {
+            return Err(ConfigError::invalid(
+                "saga.retry_backoff_ms",
+                "must be smaller than saga.retry_budget_ms",
             ));
         }
         #[cfg(feature = "testing")]
-        if let Some(step) = &s.crash_after
-            && crate::domain::Step::parse(step).is_none()
+        if let Some(point) = &s.crash_at
+            && !crate::saga::CRASH_POINTS.contains(&point.as_str())
         {
             return Err(ConfigError::invalid(
-                "saga.crash_after",
-                "must be one of reserve, charge, commit, compensate, done",
+                "saga.crash_at",
+                format!("must be one of {}", crate::saga::CRASH_POINTS.join(", ")),
             ));
         }
         Ok(())

@@ -8,13 +8,15 @@
 //! order when it (or another replica) runs again.
 //!
 //! Reading order: [`config`] → [`domain`] (steps, reasons, newtypes) → [`saga`]
-//! (the heart) → [`ports`] (the peers) → [`service`] (the operations) →
-//! [`store`] (SQL) → [`grpc`] (the transport) → [`error`].
+//! (the heart) → [`ports`] (the peers, in the saga's words) → [`lease`] (who
+//! drives which saga) → [`service`] (the operations) → [`store`] (SQL) →
+//! [`grpc`] (the transport) → [`error`].
 
 pub mod config;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod lease;
 pub mod ports;
 pub mod saga;
 pub mod service;
@@ -60,18 +62,21 @@ pub async fn serve_with_peers(
     let db = Db::connect(&base.database).await?;
     db.migrate(&store::MIGRATOR).await?;
     let (events, _) = broadcast::channel(1024);
+    let s = &config.saga;
     let timing = saga::Timing {
-        retry_budget: Duration::from_millis(config.saga.retry_budget_ms),
-        backoff: Duration::from_millis(config.saga.retry_backoff_ms),
-        lease: Duration::from_millis(config.saga.lease_ms),
+        retry_budget: Duration::from_millis(s.retry_budget_ms),
+        backoff: Duration::from_millis(s.retry_backoff_ms),
         #[cfg(feature = "testing")]
-        crash_after: config
-            .saga
-            .crash_after
-            .as_deref()
-            .and_then(domain::Step::parse),
+        crash_at: s.crash_at.clone(),
     };
-    let saga = saga::Saga::new(store::Store::new(db.clone()), peers, timing, events.clone());
+    let leases = lease::Leases::new(
+        db.clone(),
+        Duration::from_millis(s.lease_ms),
+        Duration::from_millis(s.sweep_interval_ms),
+        Duration::from_millis(s.max_pause_ms),
+    );
+    let store = store::Store::new(db.clone());
+    let saga = saga::Saga::new(store.clone(), leases, peers, timing, events.clone());
 
     // The sweeper: at start (recovery after a crash) and then periodically.
     let sweeper = {
@@ -92,6 +97,7 @@ pub async fn serve_with_peers(
 
     let (draining_tx, draining) = watch::channel(false);
     let orders = service::Orders::new(
+        store,
         saga,
         events,
         Duration::from_millis(config.saga.create_wait_ms),

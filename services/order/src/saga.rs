@@ -1,12 +1,18 @@
 //! The order saga: the steps of DESIGN.md, persisted one by one, with
 //! compensation in reverse.
 //!
-//! [`Saga::run`] drives one order from its stored [`Step`] until it is done, the
-//! retry budget runs out during compensation (the sweeper picks it up later), or
-//! the lease is lost to another process. Every step is idempotent on the peer's
-//! side (reservation by order id, charge and refund by keys derived from the
-//! order id), so running a step twice — after a crash, a timeout, or a takeover —
-//! never does its work twice.
+//! [`Saga::spawn`] drives one order, under a [`Lease`], from its stored [`Step`]
+//! until it is done, a peer stays away longer than a step's budget while money
+//! or stock must be settled (the run pauses and the sweeper resumes it later),
+//! or the lease is lost. Every peer call is idempotent (reservation by order id,
+//! charge, void and refund by keys derived from the order id), so running a
+//! step twice — after a crash, a timeout, or a takeover — never does its work
+//! twice.
+//!
+//! The rule for money: once a Charge has been sent, `charge_unknown` stays set
+//! until payment gives a definitive answer — captured, declined, or the key
+//! voided. Compensation settles it with VoidCharge, which never charges, and
+//! an order is never CANCELLED while its charge is unsettled.
 
 use std::{
     collections::HashSet,
@@ -23,82 +29,127 @@ use uuid::Uuid;
 use crate::{
     domain::{CancelReason, Order, Status, Step},
     error::Error,
-    ports::{ChargeRequest, PeerError, Peers},
+    lease::{Lease, Leases},
+    ports::{Charge, ChargeRequest, Commit, Failure, Peers, Reserve, UserStanding, Void},
     store::Store,
 };
 
 /// The saga's timing, from configuration.
 #[derive(Debug, Clone)]
 pub struct Timing {
-    /// How long transient failures are retried before giving up a step.
+    /// How long one peer call is retried before the step gives up on it. The
+    /// saga's own: a caller's deadline never shortens it.
     pub retry_budget: Duration,
     /// First pause between retries (doubles up to 1 s).
     pub backoff: Duration,
-    /// Lease length.
-    pub lease: Duration,
-    /// Testing aid: abort the process right after this step is stored (only
-    /// with the `testing` feature; see `config::SagaConfig::crash_after`).
+    /// Testing aid: abort the process at this point (only with the `testing`
+    /// feature; see `config::SagaConfig::crash_at`).
     #[cfg(feature = "testing")]
-    pub crash_after: Option<Step>,
+    pub crash_at: Option<String>,
+}
+
+/// The points a test may crash the process at: `saved:<step>` right after the
+/// order is stored at that step, `called:<call>` right after that peer call
+/// returns (whatever it answered) and before anything is stored.
+pub const CRASH_POINTS: &[&str] = &[
+    "saved:reserve",
+    "saved:charge",
+    "saved:commit",
+    "saved:compensate",
+    "saved:done",
+    "called:check_user",
+    "called:reserve",
+    "called:charge",
+    "called:commit",
+    "called:void",
+    "called:refund",
+    "called:release",
+];
+
+/// The orders this process is driving, so the sweeper never starts a second
+/// run of one of them.
+#[derive(Debug, Clone, Default)]
+struct Running(Arc<Mutex<HashSet<Uuid>>>);
+
+/// One run's place in [`Running`], given back when the run ends however it
+/// ends: returned, failed on a `?`, or panicked.
+#[derive(Debug)]
+pub struct RunGuard {
+    running: Running,
+    id: Uuid,
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        self.running
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.id);
+    }
+}
+
+impl Running {
+    fn begin(&self, id: Uuid) -> Option<RunGuard> {
+        let fresh = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id);
+        fresh.then(|| RunGuard {
+            running: self.clone(),
+            id,
+        })
+    }
+
+    fn contains(&self, id: Uuid) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&id)
+    }
 }
 
 /// Runs sagas. Cheap to clone; one per process.
 #[derive(Debug, Clone)]
 pub struct Saga {
     store: Store,
+    leases: Leases,
     peers: Peers,
     timing: Timing,
-    /// This process's lease owner id.
-    owner: Arc<str>,
-    /// Orders this process is driving right now, so the sweeper never starts a
-    /// second run of one of them.
-    running: Arc<Mutex<HashSet<Uuid>>>,
+    running: Running,
     events: broadcast::Sender<Order>,
 }
 
-/// Why a step failed, in the saga's terms.
-enum Outcome<T> {
-    Ok(T),
-    /// A definitive refusal.
-    Refused(emporium_common::rpc::Status),
-    /// Retries ran out; `unknown` if any attempt may have taken effect.
-    GaveUp {
-        unknown: bool,
-        last: emporium_common::rpc::Status,
-    },
+/// One order being driven, with the lease that fences its writes.
+struct Run {
+    order: Order,
+    lease: Lease,
 }
 
 impl Saga {
-    /// A saga engine over `store` and `peers`, publishing every change on `events`.
+    /// A saga engine over `store`, taking leases from `leases`, publishing every
+    /// change on `events`.
     pub fn new(
         store: Store,
+        leases: Leases,
         peers: Peers,
         timing: Timing,
         events: broadcast::Sender<Order>,
     ) -> Self {
         Self {
             store,
+            leases,
             peers,
             timing,
-            owner: Uuid::now_v7().to_string().into(),
-            running: Arc::new(Mutex::new(HashSet::new())),
+            running: Running::default(),
             events,
         }
     }
 
-    /// This process's lease owner id.
-    pub fn owner(&self) -> &str {
-        &self.owner
-    }
-
-    /// When a lease taken now runs out (µs).
-    pub fn lease_until(&self) -> i64 {
-        now_micros() + self.timing.lease.as_micros() as i64
-    }
-
-    /// The store.
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// The lease protocol this engine follows.
+    pub fn leases(&self) -> &Leases {
+        &self.leases
     }
 
     /// Publishes a change to watchers.
@@ -107,56 +158,63 @@ impl Saga {
         let _ = self.events.send(order.clone());
     }
 
-    /// Marks `id` as driven by this process; `false` if it already is.
-    pub fn begin(&self, id: Uuid) -> bool {
-        self.running
-            .lock()
-            .expect("running set poisoned")
-            .insert(id)
+    /// Marks `id` as driven by this process until the guard drops; `None` if it
+    /// already is.
+    pub fn begin(&self, id: Uuid) -> Option<RunGuard> {
+        self.running.begin(id)
     }
 
-    fn end(&self, id: Uuid) {
-        self.running
-            .lock()
-            .expect("running set poisoned")
-            .remove(&id);
+    /// Whether this process is driving `id` right now.
+    pub fn is_running(&self, id: Uuid) -> bool {
+        self.running.contains(id)
     }
 
-    /// Drives a claimed order (this process holds the lease and has called
-    /// [`Self::begin`]) as far as it can go, in a task of its own so a caller that
-    /// goes away never interrupts it. Resolves to the order as the run left it.
+    /// Drives an order under `lease` as far as it can go, in a task of its own
+    /// so a caller that goes away never interrupts it. Resolves to the order as
+    /// the run left it, or to why it paused.
     pub fn spawn(
         &self,
         order: Order,
-        deadline: Instant,
+        lease: Lease,
+        guard: RunGuard,
     ) -> tokio::task::JoinHandle<Result<Order, Error>> {
         let saga = self.clone();
         let span = tracing::info_span!("saga", order_id = %order.id);
-        tokio::spawn(tracing::Instrument::instrument(
+        tokio::spawn(
             async move {
                 let id = order.id;
-                let result = saga.run(order, deadline).await;
-                if let Err(e) = &result {
-                    metrics::counter!("order_saga_paused_total").increment(1);
-                    tracing::warn!(order_id = %id, error = %e, "saga paused; the sweeper will resume it");
-                    // Let the sweeper (here or in another replica) retry without
-                    // waiting for the lease to run out.
-                    if let Err(e) = saga.store.unlease(id, &saga.owner).await {
-                        tracing::warn!(order_id = %id, error = %e, "could not give up the lease");
+                let result = saga.run(Run { order, lease }).await;
+                match &result {
+                    Ok(_) => {}
+                    Err(Error::Aborted(why)) => {
+                        tracing::warn!(order_id = %id, why, "saga run stopped: its lease is gone");
+                    }
+                    Err(e) => {
+                        metrics::counter!("order_saga_paused_total").increment(1);
+                        match saga.leases.pause(lease).await {
+                            Ok(wait) => tracing::warn!(
+                                order_id = %id, error = %e, due_in_ms = wait.as_millis() as u64,
+                                "saga paused; the sweeper resumes it when it is due"
+                            ),
+                            Err(p) => tracing::warn!(
+                                order_id = %id, error = %e, pause_error = %p,
+                                "saga paused; the sweeper resumes it when its lease runs out"
+                            ),
+                        }
                     }
                 }
-                saga.end(id);
+                drop(guard);
                 result
-            },
-            span,
-        ))
+            }
+            .instrument(span),
+        )
     }
 
-    async fn run(&self, mut order: Order, deadline: Instant) -> Result<Order, Error> {
+    async fn run(&self, mut run: Run) -> Result<Order, Error> {
         loop {
-            let step = order.step;
+            let step = run.order.step;
             if step == Step::Done {
-                return Ok(order);
+                return Ok(run.order);
             }
             let span = tracing::info_span!(
                 "saga.step",
@@ -164,20 +222,18 @@ impl Saga {
                 otel.status_code = Empty,
                 otel.status_description = Empty,
                 saga.step = step.as_str(),
-                order.id = %order.id,
+                order.id = %run.order.id,
             );
             let started = Instant::now();
-            let result = self
-                .step(&mut order, deadline)
-                .instrument(span.clone())
-                .await;
+            let result = self.step(&mut run).instrument(span.clone()).await;
             metrics::histogram!("order_saga_step_duration_seconds", "step" => step.as_str())
                 .record(started.elapsed().as_secs_f64());
             match &result {
                 Err(e) => trace::record_error(&span, &e.to_string()),
                 // The step ran but failed the order: compensation comes next.
-                Ok(()) if order.step == Step::Compensate && step != Step::Compensate => {
-                    let reason = order
+                Ok(()) if run.order.step == Step::Compensate && step != Step::Compensate => {
+                    let reason = run
+                        .order
                         .cancel_reason
                         .map(CancelReason::as_str)
                         .unwrap_or_default();
@@ -186,7 +242,8 @@ impl Saga {
                 Ok(()) => {}
             }
             result?;
-            if order.step == Step::Done {
+            if run.order.step == Step::Done {
+                let order = &run.order;
                 let (result, reason) = match order.status {
                     Status::Confirmed => ("confirmed", "none"),
                     _ => (
@@ -204,60 +261,51 @@ impl Saga {
     }
 
     /// Runs the order's current step once, storing where it leads.
-    async fn step(&self, order: &mut Order, deadline: Instant) -> Result<(), Error> {
-        match order.step {
-            Step::Done => {}
+    async fn step(&self, run: &mut Run) -> Result<(), Error> {
+        let (user_id, order_id) = (run.order.user_id, run.order.id);
+        match run.order.step {
+            Step::Done => Ok(()),
             Step::CheckUser => {
                 let users = self.peers.users.clone();
-                let user_id = order.user_id;
-                match self
-                    .retry(deadline, |t| {
+                let standing = self
+                    .call("check_user", |t| {
                         let users = users.clone();
-                        async move { users.get(user_id, t).await }
+                        async move { users.standing(user_id, t).await }
                     })
-                    .await
-                {
-                    Outcome::Ok(u) if u.active => self.advance(order, Step::Reserve).await?,
-                    Outcome::Ok(_) => {
-                        self.fail(order, CancelReason::UserInactive, "the user is deactivated")
-                            .await?
+                    .await;
+                match standing {
+                    Ok(UserStanding::Active) => self.advance(run, Step::Reserve).await,
+                    Ok(UserStanding::Inactive) => {
+                        let why = "the customer's account is deactivated";
+                        self.fail(run, CancelReason::UserInactive, why).await
                     }
-                    Outcome::Refused(s) if s.code() == emporium_common::rpc::Code::NotFound => {
-                        self.fail(order, CancelReason::UserNotFound, "the user does not exist")
-                            .await?
+                    Ok(UserStanding::Missing) => {
+                        let why = "the customer's account does not exist";
+                        self.fail(run, CancelReason::UserNotFound, why).await
                     }
-                    Outcome::Refused(s) => {
-                        let detail = format!("user service refused the check: {}", s.message());
-                        self.fail(order, CancelReason::InternalError, &detail)
-                            .await?
-                    }
-                    Outcome::GaveUp { .. } => {
-                        self.fail(
-                            order,
-                            CancelReason::InternalError,
-                            "user service unavailable",
-                        )
-                        .await?
+                    Err(f) => {
+                        self.give_up(run, &f, "the user service could not check the customer")
+                            .await
                     }
                 }
             }
             Step::Reserve => {
                 let inventory = self.peers.inventory.clone();
-                let (user_id, order_id) = (order.user_id, order.id);
-                let lines: Arc<[(String, i64)]> = order
+                let lines: Arc<[(String, i64)]> = run
+                    .order
                     .items
                     .iter()
                     .map(|i| (i.sku.clone(), i.quantity))
                     .collect();
-                match self
-                    .retry(deadline, |t| {
-                        let inventory = inventory.clone();
-                        let lines = lines.clone();
+                let reserved = self
+                    .call("reserve", |t| {
+                        let (inventory, lines) = (inventory.clone(), lines.clone());
                         async move { inventory.reserve(user_id, order_id, &lines, t).await }
                     })
-                    .await
-                {
-                    Outcome::Ok(r) => {
+                    .await;
+                match reserved {
+                    Ok(Reserve::Reserved(r)) => {
+                        let order = &mut run.order;
                         for item in &mut order.items {
                             if let Some(line) = r.lines.iter().find(|l| l.sku == item.sku) {
                                 item.product_id = Some(line.product_id.clone());
@@ -267,185 +315,159 @@ impl Saga {
                         }
                         order.currency = Some(r.currency);
                         order.total = Some(r.total);
-                        self.advance(order, Step::Charge).await?;
+                        self.advance(run, Step::Charge).await
                     }
-                    Outcome::Refused(s) => {
-                        let reason = match s.code() {
-                            emporium_common::rpc::Code::NotFound => CancelReason::ProductNotFound,
-                            emporium_common::rpc::Code::FailedPrecondition => {
-                                CancelReason::OutOfStock
-                            }
-                            _ => CancelReason::InternalError,
-                        };
-                        self.fail(order, reason, s.message()).await?
+                    Ok(Reserve::OutOfStock(skus)) => {
+                        let why = naming("not enough stock", &skus);
+                        self.fail(run, CancelReason::OutOfStock, &why).await
                     }
-                    Outcome::GaveUp { .. } => {
-                        self.fail(
-                            order,
-                            CancelReason::InternalError,
-                            "inventory service unavailable",
-                        )
-                        .await?
+                    Ok(Reserve::UnknownProducts(skus)) => {
+                        let why = naming("no such product", &skus);
+                        self.fail(run, CancelReason::ProductNotFound, &why).await
+                    }
+                    Ok(Reserve::Released) => {
+                        let why = "the stock was released before the reservation completed";
+                        self.fail(run, CancelReason::InternalError, why).await
+                    }
+                    Err(f) => {
+                        self.give_up(run, &f, "the inventory service could not reserve the stock")
+                            .await
                     }
                 }
             }
             Step::Charge => {
-                // Recorded before the call: if we crash while it is in flight,
-                // recovery knows a charge may exist.
-                order.charge_unknown = true;
-                self.save(order).await?;
-                match self.charge(order, deadline).await {
-                    Outcome::Ok(payment_id) => {
-                        order.payment_id = Some(payment_id);
-                        order.charge_unknown = false;
-                        self.advance(order, Step::Commit).await?;
+                // Recorded before the call: from here until payment answers
+                // definitively, a charge may exist (a crash, a timeout or a lost
+                // reply leaves it so).
+                run.order.charge_unknown = true;
+                self.save(run).await?;
+                let charged = self.charge(&run.order).await;
+                match charged {
+                    Ok(Charge::Captured(payment_id)) => {
+                        run.order.payment_id = Some(payment_id);
+                        run.order.charge_unknown = false;
+                        self.advance(run, Step::Commit).await
                     }
-                    Outcome::Refused(s) => {
-                        order.charge_unknown = false;
-                        let reason = match s.code() {
-                            emporium_common::rpc::Code::FailedPrecondition => {
-                                CancelReason::PaymentDeclined
-                            }
-                            emporium_common::rpc::Code::InvalidArgument => {
-                                CancelReason::PaymentMethodInvalid
-                            }
-                            _ => CancelReason::PaymentFailed,
-                        };
-                        self.fail(order, reason, s.message()).await?
+                    Ok(Charge::Declined(d)) => {
+                        run.order.charge_unknown = false;
+                        self.fail(run, CancelReason::PaymentDeclined, d.describe())
+                            .await
                     }
-                    Outcome::GaveUp { unknown, .. } => {
-                        order.charge_unknown = unknown;
-                        self.fail(
-                            order,
-                            CancelReason::PaymentFailed,
-                            "payment service unavailable",
-                        )
-                        .await?
+                    Ok(Charge::MethodInvalid) => {
+                        run.order.charge_unknown = false;
+                        let why = "the payment method is not one the processor accepts";
+                        self.fail(run, CancelReason::PaymentMethodInvalid, why)
+                            .await
+                    }
+                    Ok(Charge::Voided) => {
+                        run.order.charge_unknown = false;
+                        let why = "the charge was voided before it ran";
+                        self.fail(run, CancelReason::PaymentFailed, why).await
+                    }
+                    // No definitive answer: the charge may exist, so it stays
+                    // unknown and compensation settles it.
+                    Err(f) => {
+                        tracing::debug!(order_id = %order_id, failure = f.describe(), "charge not settled");
+                        let why = "the payment could not be completed";
+                        self.fail(run, CancelReason::PaymentFailed, why).await
                     }
                 }
             }
             Step::Commit => {
                 let inventory = self.peers.inventory.clone();
-                let (user_id, order_id) = (order.user_id, order.id);
-                match self
-                    .retry(deadline, |t| {
+                let committed = self
+                    .call("commit", |t| {
                         let inventory = inventory.clone();
                         async move { inventory.commit(user_id, order_id, t).await }
                     })
-                    .await
-                {
-                    Outcome::Ok(()) => {
-                        order.status = Status::Confirmed;
-                        self.advance(order, Step::Done).await?;
-                        tracing::debug!(order_id = %order.id, "order confirmed");
+                    .await;
+                match committed {
+                    Ok(Commit::Committed) => {
+                        run.order.status = Status::Confirmed;
+                        self.advance(run, Step::Done).await?;
+                        tracing::debug!(order_id = %order_id, "order confirmed");
+                        Ok(())
                     }
-                    Outcome::Refused(s) => {
-                        let detail =
-                            format!("the reservation could not be committed: {}", s.message());
-                        self.fail(order, CancelReason::InternalError, &detail)
-                            .await?
+                    Ok(Commit::NotHeld) => {
+                        let why = "the stock was released before it could be sold";
+                        self.fail(run, CancelReason::InternalError, why).await
                     }
-                    Outcome::GaveUp { .. } => {
-                        self.fail(
-                            order,
-                            CancelReason::InternalError,
-                            "inventory service unavailable at commit",
-                        )
-                        .await?
+                    Err(f @ Failure::Rejected(_)) => {
+                        self.give_up(run, &f, "the inventory service refused to sell the stock")
+                            .await
                     }
+                    // Paid and reserved: finishing is the only right outcome, so
+                    // the run pauses and tries again later.
+                    Err(f) => Err(Error::Unavailable(format!(
+                        "cannot commit the reservation yet: {}",
+                        f.describe()
+                    ))),
                 }
             }
             Step::Compensate | Step::CancelConfirmed => {
-                // Compensation gets a fresh budget: undoing must not be cut short
-                // because the forward path used up the caller's deadline.
-                self.undo(order, Instant::now() + self.timing.retry_budget)
-                    .await?;
-                order.status = Status::Cancelled;
-                self.advance(order, Step::Done).await?;
+                self.undo(run).await?;
+                run.order.status = Status::Cancelled;
+                self.advance(run, Step::Done).await?;
                 tracing::debug!(
-                    order_id = %order.id,
-                    reason = order.cancel_reason.map(CancelReason::as_str).unwrap_or_default(),
+                    order_id = %order_id,
+                    reason = run.order.cancel_reason.map(CancelReason::as_str).unwrap_or_default(),
                     "order cancelled"
                 );
+                Ok(())
             }
         }
-        Ok(())
     }
 
-    /// Voids or refunds the charge, then releases (or returns) the stock.
-    async fn undo(&self, order: &mut Order, deadline: Instant) -> Result<(), Error> {
-        if order.payment_id.is_none() && order.charge_unknown {
-            // A charge may exist: ask again with the same key. The payment service
-            // replays the first outcome (or charges now, which we refund below);
-            // either way no second charge can appear later.
-            match self.charge(order, deadline).await {
-                Outcome::Ok(payment_id) => order.payment_id = Some(payment_id),
-                Outcome::Refused(_) | Outcome::GaveUp { unknown: false, .. } => {}
-                Outcome::GaveUp {
-                    unknown: true,
-                    last,
-                } => {
-                    return Err(Error::Unavailable(format!(
-                        "cannot settle the charge yet: {}",
-                        last.message()
-                    )));
-                }
+    /// Settles the charge (void by key, or refund), then releases (or returns)
+    /// the stock. Each call gets a budget of its own; a peer that stays away
+    /// pauses the run, which the sweeper resumes later.
+    async fn undo(&self, run: &mut Run) -> Result<(), Error> {
+        let (user_id, order_id) = (run.order.user_id, run.order.id);
+        let payments = self.peers.payments.clone();
+        if run.order.payment_id.is_none() && run.order.charge_unknown {
+            let key = run.order.charge_key();
+            let settled = self
+                .call("void", |t| {
+                    let (payments, key) = (payments.clone(), key.clone());
+                    async move { payments.void(order_id, user_id, &key, t).await }
+                })
+                .await
+                .map_err(|f| {
+                    Error::Unavailable(format!("cannot settle the charge yet: {}", f.describe()))
+                })?;
+            if let Void::Captured(payment_id) = settled {
+                run.order.payment_id = Some(payment_id);
             }
-            order.charge_unknown = false;
-            self.save(order).await?;
+            run.order.charge_unknown = false;
+            self.save(run).await?;
         }
-        if let Some(payment_id) = order.payment_id.clone() {
-            let payments = self.peers.payments.clone();
-            let (user_id, key) = (order.user_id, order.refund_key());
-            let reason = order
+        if let Some(payment_id) = run.order.payment_id.clone() {
+            let key = run.order.refund_key();
+            let reason = run
+                .order
                 .cancel_reason
                 .map(CancelReason::as_str)
                 .unwrap_or("cancelled");
-            match self
-                .retry(deadline, |t| {
-                    let payments = payments.clone();
-                    let (payment_id, key) = (payment_id.clone(), key.clone());
-                    async move { payments.refund(user_id, &payment_id, reason, &key, t).await }
-                })
-                .await
-            {
-                Outcome::Ok(()) => {}
-                Outcome::Refused(s) => {
-                    return Err(Error::Internal(
-                        format!("refund refused: {}", s.message()).into(),
-                    ));
-                }
-                Outcome::GaveUp { last, .. } => {
-                    return Err(Error::Unavailable(format!(
-                        "cannot refund yet: {}",
-                        last.message()
-                    )));
-                }
-            }
-        }
-        let inventory = self.peers.inventory.clone();
-        let (user_id, order_id) = (order.user_id, order.id);
-        match self
-            .retry(deadline, |t| {
-                let inventory = inventory.clone();
-                async move { inventory.release(user_id, order_id, t).await }
+            self.call("refund", |t| {
+                let (payments, payment_id, key) = (payments.clone(), payment_id.clone(), key.clone());
+                async move { payments.refund(user_id, &payment_id, reason, &key, t).await }
             })
             .await
-        {
-            Outcome::Ok(()) => Ok(()),
-            Outcome::Refused(s) => Err(Error::Internal(
-                format!("release refused: {}", s.message()).into(),
-            )),
-            Outcome::GaveUp { last, .. } => Err(Error::Unavailable(format!(
-                "cannot release stock yet: {}",
-                last.message()
-            ))),
+            .map_err(|f| Error::Unavailable(format!("cannot refund yet: {}", f.describe())))?;
+            self.renew(run).await?;
         }
+        let inventory = self.peers.inventory.clone();
+        self.call("release", |t| {
+            let inventory = inventory.clone();
+            async move { inventory.release(user_id, order_id, t).await }
+        })
+        .await
+        .map_err(|f| Error::Unavailable(format!("cannot release the stock yet: {}", f.describe())))
     }
 
-    async fn charge(&self, order: &Order, deadline: Instant) -> Outcome<String> {
+    async fn charge(&self, order: &Order) -> Result<Charge, Failure> {
         let (Some(amount), Some(currency)) = (order.total, order.currency.clone()) else {
-            return Outcome::Refused(emporium_common::rpc::Status::internal("order has no total"));
+            return Err(Failure::Rejected("the order has no total".into()));
         };
         let req = Arc::new(ChargeRequest {
             order_id: order.id,
@@ -456,109 +478,131 @@ impl Saga {
             idempotency_key: order.charge_key(),
         });
         let payments = self.peers.payments.clone();
-        self.retry(deadline, |t| {
-            let payments = payments.clone();
-            let req = req.clone();
+        self.call("charge", |t| {
+            let (payments, req) = (payments.clone(), req.clone());
             async move { payments.charge(&req, t).await }
         })
         .await
     }
 
-    /// Calls `f` until it succeeds, is refused, or `deadline` passes; transient
-    /// failures back off exponentially. Each attempt gets what is left of the
-    /// budget as its timeout.
-    async fn retry<T, F, Fut>(&self, deadline: Instant, mut f: F) -> Outcome<T>
+    /// Calls a peer until it gives a domain answer, refuses outright, or the
+    /// step's budget runs out; failures back off exponentially. Each attempt
+    /// gets what is left of the budget as its timeout.
+    async fn call<T, F, Fut>(&self, name: &'static str, mut f: F) -> Result<T, Failure>
     where
         F: FnMut(Duration) -> Fut,
-        Fut: Future<Output = Result<T, PeerError>>,
+        Fut: Future<Output = Result<T, Failure>>,
     {
+        let deadline = Instant::now() + self.timing.retry_budget;
         let mut backoff = self.timing.backoff;
-        let mut unknown = false;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let timeout = left.max(Duration::from_millis(50));
-            let last = match f(timeout).await {
-                Ok(v) => return Outcome::Ok(v),
-                Err(PeerError::Refused(s)) => return Outcome::Refused(s),
-                Err(PeerError::Transient(s)) => s,
-                Err(PeerError::Unknown(s)) => {
-                    unknown = true;
-                    s
-                }
+            let answer = f(left.max(Duration::from_millis(50))).await;
+            self.crash_point("called", name);
+            let failure = match answer {
+                Ok(v) => return Ok(v),
+                Err(f) if !f.is_retryable() => return Err(f),
+                Err(f) => f,
             };
             if Instant::now() + backoff >= deadline {
-                return Outcome::GaveUp { unknown, last };
+                return Err(failure);
             }
-            tracing::debug!(code = ?last.code(), "peer failed transiently; retrying");
+            tracing::debug!(call = name, failure = failure.describe(), "peer call failed; retrying");
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(1));
         }
     }
 
-    async fn fail(
-        &self,
-        order: &mut Order,
-        reason: CancelReason,
-        detail: &str,
-    ) -> Result<(), Error> {
-        tracing::debug!(order_id = %order.id, reason = reason.as_str(), detail, "saga failed; compensating");
-        order.cancel_reason = Some(reason);
-        order.cancel_detail = Some(detail.chars().take(500).collect());
-        self.advance(order, Step::Compensate).await
+    /// A forward step could not get an answer: nothing it may have done is
+    /// beyond compensation, so the order is compensated.
+    async fn give_up(&self, run: &mut Run, failure: &Failure, why: &str) -> Result<(), Error> {
+        tracing::warn!(order_id = %run.order.id, failure = failure.describe(), "{why}");
+        self.fail(run, CancelReason::InternalError, why).await
     }
 
-    async fn advance(&self, order: &mut Order, next: Step) -> Result<(), Error> {
-        order.step = next;
-        self.save(order).await?;
-        #[cfg(feature = "testing")]
-        if self.timing.crash_after == Some(next) {
-            tracing::error!(order_id = %order.id, step = %next, "crash_after failpoint: aborting");
-            std::process::abort();
-        }
+    async fn fail(&self, run: &mut Run, reason: CancelReason, detail: &str) -> Result<(), Error> {
+        tracing::debug!(order_id = %run.order.id, reason = reason.as_str(), detail, "saga failed; compensating");
+        run.order.cancel_reason = Some(reason);
+        run.order.cancel_detail = Some(detail.chars().take(500).collect());
+        self.advance(run, Step::Compensate).await
+    }
+
+    async fn advance(&self, run: &mut Run, next: Step) -> Result<(), Error> {
+        run.order.step = next;
+        self.save(run).await?;
+        self.crash_point("saved", next.as_str());
         Ok(())
     }
 
     /// Persists the order under the lease and tells watchers.
-    async fn save(&self, order: &mut Order) -> Result<(), Error> {
+    async fn save(&self, run: &mut Run) -> Result<(), Error> {
+        let order = &mut run.order;
         order.version += 1;
         order.updated_at = now_micros();
         if !self
             .store
-            .save(order, &self.owner, self.lease_until())
+            .save(order, run.lease, self.leases.until())
             .await?
         {
-            return Err(Error::Aborted("another process took over this order"));
+            return Err(Error::Aborted("another run took over this order"));
         }
         self.publish(order);
         Ok(())
     }
 
-    /// Resumes every unfinished order whose lease has run out (after a crash, or
-    /// one this process paused). Returns how many runs it started.
+    /// Renews the lease between two calls of one step.
+    async fn renew(&self, run: &Run) -> Result<(), Error> {
+        if self.leases.renew(run.lease).await? {
+            Ok(())
+        } else {
+            Err(Error::Aborted("another run took over this order"))
+        }
+    }
+
+    #[cfg(feature = "testing")]
+    fn crash_point(&self, kind: &str, name: &str) {
+        if let Some(at) = &self.timing.crash_at
+            && at.strip_prefix(kind).and_then(|r| r.strip_prefix(':')) == Some(name)
+        {
+            tracing::error!(point = %at, "crash point reached: aborting");
+            std::process::abort();
+        }
+    }
+
+    #[cfg(not(feature = "testing"))]
+    fn crash_point(&self, _kind: &str, _name: &str) {}
+
+    /// Resumes every unfinished order that is due (its lease ran out after a
+    /// crash, or its pause is over). Returns how many runs it started.
     pub async fn sweep(&self) -> Result<usize, Error> {
-        let now = now_micros();
         let mut started = 0;
-        for id in self.store.due(now, 100).await? {
-            if !self.begin(id) {
+        for id in self.leases.due(100).await? {
+            // Each early exit below, `?` included, drops the guard.
+            let Some(guard) = self.begin(id) else {
                 continue;
-            }
-            if !self
-                .store
-                .claim(id, &self.owner, now, self.lease_until())
-                .await?
-            {
-                self.end(id);
+            };
+            let Some(lease) = self.leases.claim(id).await? else {
                 continue;
-            }
+            };
             let Some(order) = self.store.get(id).await? else {
-                self.end(id);
                 continue;
             };
             tracing::info!(order_id = %id, step = %order.step, "resuming saga");
             metrics::counter!("order_saga_resumed_total").increment(1);
-            drop(self.spawn(order, Instant::now() + self.timing.retry_budget));
+            drop(self.spawn(order, lease, guard));
             started += 1;
         }
         Ok(started)
     }
 }
+
+/// `what`, naming the SKUs when there are any: "not enough stock: A, B".
+fn naming(what: &str, skus: &[String]) -> String {
+    match skus {
+        [] => what.to_owned(),
+        _ => format!("{what}: {}", skus.join(", ")),
+    }
+}
+
+#[cfg(test)]
+mod tests;

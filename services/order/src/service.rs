@@ -15,9 +15,14 @@ use uuid::Uuid;
 use crate::{
     domain::{CancelReason, Item, NewOrder, Order, Status, Step},
     error::Error,
+    lease::Lease,
     saga::Saga,
-    store::{Inserted, ListQuery},
+    store::{Inserted, ListQuery, Store},
 };
+
+/// How long before the caller's deadline CreateOrder and CancelOrder answer
+/// with the order as it stands, so the answer arrives in time.
+const ANSWER_MARGIN: Duration = Duration::from_millis(100);
 
 /// One page of orders, newest first.
 pub type Page = paging::Page<Order, TimeCursor>;
@@ -43,6 +48,7 @@ pub struct Update {
 /// The order service's operations.
 #[derive(Debug, Clone)]
 pub struct Orders {
+    store: Store,
     saga: Saga,
     events: broadcast::Sender<Order>,
     create_wait: Duration,
@@ -50,15 +56,18 @@ pub struct Orders {
 }
 
 impl Orders {
-    /// The operations over a saga engine; `events` is the channel the saga
-    /// publishes on; `shutdown` turns true when the server starts draining.
+    /// The operations over the orders `store` and a saga engine; `events` is
+    /// the channel the saga publishes on; `shutdown` turns true when the server
+    /// starts draining.
     pub fn new(
+        store: Store,
         saga: Saga,
         events: broadcast::Sender<Order>,
         create_wait: Duration,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         Self {
+            store,
             saga,
             events,
             create_wait,
@@ -67,7 +76,10 @@ impl Orders {
     }
 
     /// Places an order (or returns the one placed with the same key) and waits
-    /// for the saga until `deadline`, returning the order as it then stands.
+    /// for the saga until shortly before `deadline` (at most the configured
+    /// wait), returning the order as it then stands. The saga's own budget
+    /// applies to the saga: a short deadline gives a PENDING answer, never a
+    /// cancelled order.
     pub async fn create(
         &self,
         caller: &Caller,
@@ -79,7 +91,6 @@ impl Orders {
                 "customers may order only for themselves",
             ));
         }
-        let store = self.saga.store();
         let fingerprint = new.fingerprint();
         if let Some(existing) = self.replay(&new, &fingerprint).await? {
             return Ok(existing);
@@ -113,33 +124,34 @@ impl Orders {
             updated_at: now,
         };
         // Stored PENDING before any remote call, holding the lease.
-        match store
+        let leases = self.saga.leases();
+        let lease = match self
+            .store
             .insert(
                 &order,
                 new.idempotency_key.as_str(),
                 &fingerprint,
-                self.saga.owner(),
-                self.saga.lease_until(),
+                leases.owner(),
+                leases.until(),
             )
             .await?
         {
-            Inserted::New => {}
+            Inserted::New(lease) => lease,
             // A concurrent call with the same key won the insert.
             Inserted::Duplicate => {
                 return self.replay(&new, &fingerprint).await?.ok_or(Error::Aborted(
                     "a concurrent request with this key is in progress; retry",
                 ));
             }
-        }
+        };
         self.saga.publish(&order);
         tracing::debug!(order_id = %order.id, "order placed");
-        self.drive(order, deadline).await
+        self.drive(order, lease, deadline).await
     }
 
     async fn replay(&self, new: &NewOrder, fingerprint: &str) -> Result<Option<Order>, Error> {
         match self
-            .saga
-            .store()
+            .store
             .find_by_key(new.user_id, new.idempotency_key.as_str())
             .await?
         {
@@ -154,21 +166,26 @@ impl Orders {
         }
     }
 
-    /// Runs the saga of a claimed order in its own task and waits for it until
-    /// `deadline` (or the configured wait); then answers with the current state.
-    async fn drive(&self, order: Order, deadline: Instant) -> Result<Order, Error> {
+    /// Runs the saga of an order this call holds the lease of, in its own task
+    /// with the saga's own budget, and waits for it until shortly before
+    /// `deadline` (at most the configured wait); then answers with the order as
+    /// it stands.
+    async fn drive(&self, order: Order, lease: Lease, deadline: Instant) -> Result<Order, Error> {
         let id = order.id;
-        self.saga.begin(id);
         let wait = deadline
             .saturating_duration_since(Instant::now())
-            .saturating_sub(Duration::from_millis(100))
+            .saturating_sub(ANSWER_MARGIN)
             .min(self.create_wait);
-        let run = self.saga.spawn(order, Instant::now() + wait);
-        match tokio::time::timeout(wait, run).await {
-            Ok(Ok(Ok(order))) => Ok(order),
-            // Paused or still running: the order's stored state is the answer.
-            _ => self.saga.store().get(id).await?.ok_or(Error::NotFound),
+        // A fresh lease on an order nobody here drives: the set cannot hold it,
+        // but if it did, that run holds an older epoch and is fenced out anyway.
+        if let Some(guard) = self.saga.begin(id) {
+            let run = self.saga.spawn(order, lease, guard);
+            if let Ok(Ok(Ok(order))) = tokio::time::timeout(wait, run).await {
+                return Ok(order);
+            }
         }
+        // Paused or still running: the order's stored state is the answer.
+        self.store.get(id).await?.ok_or(Error::NotFound)
     }
 
     /// One order: its owner's or, for an admin, anyone's. A customer gets the
@@ -176,7 +193,7 @@ impl Orders {
     /// exist, so the answer never reveals which ids exist (decision 0005).
     pub async fn get(&self, caller: &Caller, id: Uuid) -> Result<Order, Error> {
         const NOT_YOURS: Error = Error::PermissionDenied("customers may see only their own orders");
-        match self.saga.store().get(id).await? {
+        match self.store.get(id).await? {
             Some(order) if caller.may_act_for(order.user_id) => Ok(order),
             Some(_) => Err(NOT_YOURS),
             None if caller.is_admin() => Err(Error::NotFound),
@@ -204,8 +221,7 @@ impl Orders {
             None => Some(caller.user_id),
         };
         let orders = self
-            .saga
-            .store()
+            .store
             .list(&ListQuery {
                 user_id,
                 status,
@@ -253,23 +269,24 @@ impl Orders {
         } else {
             detail
         };
-        let store = self.saga.store();
-        if !store
+        let leases = self.saga.leases();
+        let Some(lease) = self
+            .store
             .request_cancel(
                 id,
-                self.saga.owner(),
+                leases.owner(),
                 reason,
                 detail,
                 now_micros(),
-                self.saga.lease_until(),
+                leases.until(),
             )
             .await?
-        {
+        else {
             return Err(Error::Aborted("the order changed meanwhile; retry"));
-        }
-        let order = store.get(id).await?.ok_or(Error::NotFound)?;
+        };
+        let order = self.store.get(id).await?.ok_or(Error::NotFound)?;
         self.saga.publish(&order);
-        let order = self.drive(order, deadline).await?;
+        let order = self.drive(order, lease, deadline).await?;
         // Refund and restock did not finish in time: the contract says
         // UNAVAILABLE (the cancellation goes on), never OK with a CONFIRMED order.
         if order.status != Status::Cancelled {
@@ -311,7 +328,7 @@ impl Orders {
             }
         };
         let mut shutdown = self.shutdown.clone();
-        let store = self.saga.store().clone();
+        let store = self.store.clone();
         Ok(async_stream(move |tx| async move {
             let stopping = async move {
                 let _ = shutdown.wait_for(|s| *s).await.map(|_| ());

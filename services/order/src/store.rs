@@ -1,8 +1,9 @@
 //! Orders, their items and the saga's bookkeeping: sqlx runtime queries with
 //! `$n` placeholders on SQLite and PostgreSQL. No rules here.
 //!
-//! Every saga write is fenced by the lease: it applies only while the writing
-//! process still owns the order, so two processes can never both drive one saga.
+//! Every saga write is fenced by the lease epoch (see [`crate::lease`]): it
+//! applies only while the writing run still holds the order, so two runs can
+//! never both drive one saga.
 
 use std::collections::HashMap;
 
@@ -13,6 +14,7 @@ use uuid::Uuid;
 use crate::{
     domain::{CancelReason, Currency, Item, Order, Status, Step},
     error::Error,
+    lease::Lease,
 };
 
 /// The embedded migrations of this service.
@@ -102,8 +104,8 @@ impl From<ItemRow> for Item {
 /// Result of inserting a new order.
 #[derive(Debug)]
 pub enum Inserted {
-    /// Stored; the caller owns its lease.
-    New,
+    /// Stored; the caller holds its first lease.
+    New(Lease),
     /// The user already has an order with this key.
     Duplicate,
 }
@@ -132,7 +134,7 @@ impl Store {
         &self.db
     }
 
-    /// Stores a new PENDING order with its items and a lease for `owner`.
+    /// Stores a new PENDING order with its items and its first lease, for `owner`.
     pub async fn insert(
         &self,
         order: &Order,
@@ -144,8 +146,8 @@ impl Store {
         let mut tx = self.db.begin("insert").await?;
         let inserted = sqlx::query(
             "INSERT INTO orders (id, user_id, idempotency_key, fingerprint, status, step, payment_method, \
-               charge_unknown, version, lease_owner, lease_until, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, $11, $12)",
+               charge_unknown, version, lease_owner, lease_until, lease_epoch, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, 1, $11, $12)",
         )
         .bind(order.id.to_string())
         .bind(order.user_id.to_string())
@@ -178,7 +180,10 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
-        Ok(Inserted::New)
+        Ok(Inserted::New(Lease {
+            order_id: order.id,
+            epoch: 1,
+        }))
     }
 
     /// The user's order with this key, and the fingerprint it was stored with.
@@ -277,18 +282,18 @@ impl Store {
             .collect()
     }
 
-    /// Writes the order's mutable fields (and its items' prices) if `owner` still
-    /// holds the lease, renewing it; bumps the version. `false`: lease lost.
-    pub async fn save(&self, order: &Order, owner: &str, lease_until: i64) -> Result<bool, Error> {
+    /// Writes the order's mutable fields (and its items' prices) if `lease` is
+    /// still the order's, renewing it until `lease_until`. `false`: lease lost.
+    pub async fn save(&self, order: &Order, lease: Lease, lease_until: i64) -> Result<bool, Error> {
         let mut tx = self.db.begin("save").await?;
         let done = sqlx::query(
             "UPDATE orders SET status = $3, step = $4, payment_id = $5, currency = $6, total = $7, \
                charge_unknown = $8, cancel_reason = $9, cancel_detail = $10, version = $11, \
                updated_at = $12, lease_until = $13 \
-             WHERE id = $1 AND lease_owner = $2",
+             WHERE id = $1 AND lease_epoch = $2",
         )
         .bind(order.id.to_string())
-        .bind(owner)
+        .bind(lease.epoch)
         .bind(order.status.as_str())
         .bind(order.step.as_str())
         .bind(order.payment_id.clone())
@@ -322,55 +327,8 @@ impl Store {
         Ok(true)
     }
 
-    /// Takes the lease of an unfinished order whose lease has run out (or that
-    /// `owner` already holds). `true` when `owner` now holds it.
-    pub async fn claim(
-        &self,
-        id: Uuid,
-        owner: &str,
-        now: i64,
-        lease_until: i64,
-    ) -> Result<bool, Error> {
-        let done = sqlx::query(
-            "UPDATE orders SET lease_owner = $2, lease_until = $3 \
-             WHERE id = $1 AND step <> 'done' AND (lease_until < $4 OR lease_owner = $2)",
-        )
-        .bind(id.to_string())
-        .bind(owner)
-        .bind(lease_until)
-        .bind(now)
-        .execute(self.db.writer())
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Gives up the lease so another process need not wait for it to run out.
-    pub async fn unlease(&self, id: Uuid, owner: &str) -> Result<(), Error> {
-        sqlx::query("UPDATE orders SET lease_until = 0 WHERE id = $1 AND lease_owner = $2")
-            .bind(id.to_string())
-            .bind(owner)
-            .execute(self.db.writer())
-            .await?;
-        Ok(())
-    }
-
-    /// Unfinished orders whose lease has run out, oldest change first.
-    pub async fn due(&self, now: i64, limit: u32) -> Result<Vec<Uuid>, Error> {
-        let ids: Vec<(String,)> = sqlx::query_as(
-            "SELECT id FROM orders WHERE step <> 'done' AND lease_until < $1 \
-             ORDER BY updated_at LIMIT $2",
-        )
-        .bind(now)
-        .bind(i64::from(limit))
-        .fetch_all(self.db.writer())
-        .await?;
-        ids.into_iter()
-            .map(|(id,)| Uuid::try_parse(&id).map_err(|_| corrupt("order id", &id)))
-            .collect()
-    }
-
     /// Marks a confirmed order for cancellation, if it is still confirmed and
-    /// settled, taking the lease for `owner`. `false` when it was not.
+    /// settled, taking a fresh lease for `owner`. `None` when it was not.
     pub async fn request_cancel(
         &self,
         id: Uuid,
@@ -379,11 +337,13 @@ impl Store {
         detail: &str,
         now: i64,
         lease_until: i64,
-    ) -> Result<bool, Error> {
-        let done = sqlx::query(
+    ) -> Result<Option<Lease>, Error> {
+        let epoch: Option<(i64,)> = sqlx::query_as(
             "UPDATE orders SET step = 'cancel_confirmed', cancel_reason = $2, cancel_detail = $3, \
-               version = version + 1, updated_at = $4, lease_owner = $5, lease_until = $6 \
-             WHERE id = $1 AND status = 'CONFIRMED' AND step = 'done'",
+               version = version + 1, updated_at = $4, lease_owner = $5, lease_until = $6, \
+               lease_epoch = lease_epoch + 1 \
+             WHERE id = $1 AND status = 'CONFIRMED' AND step = 'done' \
+             RETURNING lease_epoch",
         )
         .bind(id.to_string())
         .bind(reason.as_str())
@@ -391,8 +351,11 @@ impl Store {
         .bind(now)
         .bind(owner)
         .bind(lease_until)
-        .execute(self.db.writer())
+        .fetch_optional(self.db.writer())
         .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(epoch.map(|(epoch,)| Lease {
+            order_id: id,
+            epoch,
+        }))
     }
 }
