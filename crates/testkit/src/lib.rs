@@ -182,7 +182,8 @@ pub struct Spawned {
     pub db_url: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), String>>>,
-    _db: TestDb,
+    /// `None` only while [`Spawned::restart`] moves it to the new run.
+    db: Option<TestDb>,
 }
 
 impl Spawned {
@@ -216,6 +217,29 @@ impl Spawned {
     pub async fn shutdown(mut self) -> Result<(), String> {
         self.stop().await
     }
+
+    /// Stops the service (if it runs) and starts it again with `start` on the
+    /// same ports over the same database, as a restarted pod would come back
+    /// behind the same address: its clients' channels reconnect to it.
+    pub async fn restart<F, Fut>(&mut self, start: F) -> Result<(), String>
+    where
+        F: FnOnce(DatabaseConfig, Listeners, StopSignal) -> Fut,
+        Fut: std::future::Future<Output = Result<(), BoxError>> + Send + 'static,
+    {
+        self.stop().await?;
+        let server = emporium_common::config::ServerConfig {
+            grpc_addr: self.grpc_addr,
+            admin_addr: self.admin_addr,
+            ..emporium_common::config::ServerConfig::local(0, 0)
+        };
+        let listeners = Listeners::bind(&server)
+            .await
+            .map_err(|e| e.to_string())?;
+        let db = self.db.take().expect("a spawned service has its database");
+        // The old run is stopped and holds nothing: dropping it does nothing.
+        drop(std::mem::replace(self, run(db, listeners, start)));
+        Ok(())
+    }
 }
 
 impl Drop for Spawned {
@@ -242,6 +266,15 @@ where
 {
     init_logs();
     let listeners = Listeners::ephemeral().await.expect("bind ephemeral ports");
+    run(db, listeners, start)
+}
+
+/// Runs `start` on `listeners` over `db`.
+fn run<F, Fut>(db: TestDb, listeners: Listeners, start: F) -> Spawned
+where
+    F: FnOnce(DatabaseConfig, Listeners, StopSignal) -> Fut,
+    Fut: std::future::Future<Output = Result<(), BoxError>> + Send + 'static,
+{
     let (grpc_addr, admin_addr) = (listeners.grpc_addr(), listeners.admin_addr());
     let (stop, stopped) = oneshot::channel::<()>();
     let fut = start(
@@ -258,7 +291,7 @@ where
         db_url: db.url().to_owned(),
         stop: Some(stop),
         task: Some(task),
-        _db: db,
+        db: Some(db),
     }
 }
 

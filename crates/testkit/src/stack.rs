@@ -2,10 +2,12 @@
 //! [`Stack`], the whole platform on fresh databases of one backend with an
 //! admin and a signed-up customer.
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use emporium_common::{
     auth::Role,
+    config::DatabaseConfig,
+    server::Listeners,
     rpc::{Channel, Status},
 };
 
@@ -16,7 +18,7 @@ use emporium_proto::{common::v1::Money, inventory::v1 as inv, user::v1 as usr};
 use uuid::Uuid;
 
 use crate::{
-    Spawned, TestDb, base_config, bearer,
+    BoxError, Spawned, StopSignal, TestDb, base_config, bearer,
     invariants::{self, check_invariants},
     spawn, spawn_user, tokens,
 };
@@ -89,17 +91,22 @@ pub async fn spawn_inventory(db: TestDb) -> Spawned {
 /// Starts the payment service over `db` with the simulated processor, as the
 /// binary starts it.
 pub async fn spawn_payment(db: TestDb) -> Spawned {
-    spawn(db, |database, listeners, stop| {
-        emporium_payment::serve(
-            emporium_payment::Config {
-                base: base_config(database),
-                ..Default::default()
-            },
-            listeners,
-            stop,
-        )
-    })
-    .await
+    spawn(db, serve_payment).await
+}
+
+fn serve_payment(
+    database: DatabaseConfig,
+    listeners: Listeners,
+    stop: StopSignal,
+) -> impl Future<Output = Result<(), BoxError>> + Send + 'static {
+    emporium_payment::serve(
+        emporium_payment::Config {
+            base: base_config(database),
+            ..Default::default()
+        },
+        listeners,
+        stop,
+    )
 }
 
 /// Starts the payment service over `db`, charging through `processor`.
@@ -186,6 +193,16 @@ impl Stack {
             customer: Uuid::parse_str(&created.id).unwrap(),
             customer_token: token,
         }
+    }
+
+    /// Starts the stopped payment service again, on its old address over its
+    /// database, as a restarted pod comes back.
+    pub async fn restart_payment(&mut self) {
+        let payment = self.payment.as_mut().expect("the stack has a payment service");
+        payment
+            .restart(serve_payment)
+            .await
+            .expect("payment restarts");
     }
 
     /// A client of the order service.

@@ -1,6 +1,8 @@
-//! Crash recovery with real processes: the order service binary is aborted
-//! right after each saga step in turn (the `saga.crash_after` failpoint), then
-//! started again without it; every order must converge and every invariant hold.
+//! Crash recovery with real processes: the order service binary is aborted at
+//! each crash point in turn (the `saga.crash_at` failpoints: right after each
+//! step is stored, and right after each peer call returns, before anything is
+//! stored), then started again without it; every order must converge and
+//! every invariant hold.
 
 use std::time::Duration;
 
@@ -16,8 +18,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_emporium-order");
 
 backend_tests!(an_order_service_killed_after_any_step_converges_on_restart);
 
-/// The order binary over `db_url`, calling `peers`, aborting after `crash_after`.
-fn start(db_url: &str, peers: &[(&str, String)], crash_after: Option<&str>) -> Process {
+/// The order binary over `db_url`, calling `peers`, aborting at `crash_at`.
+fn start(db_url: &str, peers: &[(&str, String)], crash_at: Option<&str>) -> Process {
     let mut vars = vec![
         ("EMPORIUM_DATABASE__URL".to_owned(), db_url.to_owned()),
         (
@@ -40,8 +42,8 @@ fn start(db_url: &str, peers: &[(&str, String)], crash_after: Option<&str>) -> P
             url.clone(),
         ));
     }
-    if let Some(step) = crash_after {
-        vars.push(("EMPORIUM_SAGA__CRASH_AFTER".to_owned(), step.to_owned()));
+    if let Some(point) = crash_at {
+        vars.push(("EMPORIUM_SAGA__CRASH_AT".to_owned(), point.to_owned()));
     }
     Process::spawn(BIN, vars)
 }
@@ -61,16 +63,34 @@ async fn an_order_service_killed_after_any_step_converges_on_restart(db: TestDb)
         ("inventory", s.inventory.url()),
         ("payment", s.payment.as_ref().unwrap().url()),
     ];
-    // (failpoint, card, the state the order must end in)
+    // (crash point, card, whether the order is cancelled once confirmed,
+    // the state it must end in)
+    use pb::OrderStatus::{Cancelled, Confirmed};
     let cases = [
-        ("reserve", "pm_card_ok", pb::OrderStatus::Confirmed),
-        ("charge", "pm_card_ok", pb::OrderStatus::Confirmed),
-        ("commit", "pm_card_ok", pb::OrderStatus::Confirmed),
-        ("done", "pm_card_ok", pb::OrderStatus::Confirmed),
-        ("compensate", "pm_card_declined", pb::OrderStatus::Cancelled),
+        ("saved:reserve", "pm_card_ok", false, Confirmed),
+        ("saved:charge", "pm_card_ok", false, Confirmed),
+        ("saved:commit", "pm_card_ok", false, Confirmed),
+        ("saved:done", "pm_card_ok", false, Confirmed),
+        ("saved:compensate", "pm_card_declined", false, Cancelled),
+        ("called:check_user", "pm_card_ok", false, Confirmed),
+        ("called:reserve", "pm_card_ok", false, Confirmed),
+        // Captured, and the process dies before it stores the payment: the
+        // restarted one asks again with the same key and gets the same charge.
+        ("called:charge", "pm_card_ok", false, Confirmed),
+        ("called:commit", "pm_card_ok", false, Confirmed),
+        // The processor keeps failing: the charge is settled by a void, and the
+        // process dies right after it.
+        ("called:void", "pm_card_error", false, Cancelled),
+        ("called:release", "pm_card_declined", false, Cancelled),
+        ("called:refund", "pm_card_ok", true, Cancelled),
     ];
-    for (step, card, expected) in cases {
-        let mut crashing = start(order_db.url(), &peers, Some(step));
+    let covered: Vec<_> = cases.iter().map(|c| c.0).collect();
+    for point in emporium_order::saga::CRASH_POINTS {
+        assert!(covered.contains(point), "no crash case for {point}");
+    }
+    for (point, card, cancel, expected) in cases {
+        eprintln!("crash at {point}");
+        let mut crashing = start(order_db.url(), &peers, Some(point));
         let mut orders = client(&crashing).await;
         let placed = orders
             .create_order(bearer(
@@ -81,14 +101,30 @@ async fn an_order_service_killed_after_any_step_converges_on_restart(db: TestDb)
                         quantity: 2,
                     }],
                     payment_method: card.into(),
-                    idempotency_key: format!("crash-{step}"),
+                    idempotency_key: format!("crash-{point}"),
                 },
                 &s.customer_token,
             ))
             .await;
-        assert!(placed.is_err(), "the process must die mid-saga at {step}");
+        if cancel {
+            let placed = placed.expect("placing does not reach the crash point");
+            let order = placed.into_inner().order.unwrap();
+            assert_eq!(status(&order), Confirmed, "{point}");
+            let cancelled = orders
+                .cancel_order(bearer(
+                    pb::CancelOrderRequest {
+                        order_id: order.id,
+                        reason: String::new(),
+                    },
+                    &s.customer_token,
+                ))
+                .await;
+            assert!(cancelled.is_err(), "the process must die mid-cancel at {point}");
+        } else {
+            assert!(placed.is_err(), "the process must die mid-saga at {point}");
+        }
         let died = crashing.exit(Duration::from_secs(20)).await;
-        assert!(!died.success(), "{step}: {died:?}");
+        assert!(!died.success(), "{point}: {died:?}");
 
         // A new process recovers the order by itself.
         let restarted = start(order_db.url(), &peers, None);
@@ -108,11 +144,15 @@ async fn an_order_service_killed_after_any_step_converges_on_restart(db: TestDb)
                     .next()
                     .expect("the order was stored before the crash");
                 assert_eq!(newest.payment_method, card);
-                (status(&newest) != pb::OrderStatus::Pending).then_some(newest)
+                let settled = match expected {
+                    Cancelled => status(&newest) == Cancelled,
+                    _ => status(&newest) != pb::OrderStatus::Pending,
+                };
+                settled.then_some(newest)
             }
         })
         .await;
-        assert_eq!(status(&order), expected, "{step}: {order:?}");
+        assert_eq!(status(&order), expected, "{point}: {order:?}");
         drop(restarted);
         check_invariants(
             &Dbs {
@@ -129,14 +169,14 @@ async fn an_order_service_killed_after_any_step_converges_on_restart(db: TestDb)
 /// The crash tests above need the failpoint in the binary: `cargo test` builds
 /// it with the `testing` feature, which emporium-testkit (a dev-dependency)
 /// turns on. A release build has no such setting (see
-/// `emporium_order::config::SagaConfig::crash_after`).
+/// `emporium_order::config::SagaConfig::crash_at`).
 #[test]
 fn the_test_build_of_the_binary_has_the_crash_failpoint() {
-    let out = emporium_testkit::process::command(BIN, [("EMPORIUM_SAGA__CRASH_AFTER", "charge")])
+    let out = emporium_testkit::process::command(BIN, [("EMPORIUM_SAGA__CRASH_AT", "saved:charge")])
         .arg("--print-config")
         .output()
         .expect("run emporium-order --print-config");
     assert!(out.status.success(), "{out:?}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON config");
-    assert_eq!(v["saga"]["crash_after"], "charge", "{v}");
+    assert_eq!(v["saga"]["crash_at"], "saved:charge", "{v}");
 }

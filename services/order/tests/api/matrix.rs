@@ -63,7 +63,8 @@ fn rule(method: &str) -> Option<Rule> {
         | "emporium.inventory.v1.InventoryService/CommitReservation"
         | "emporium.inventory.v1.InventoryService/ReleaseReservation"
         | "emporium.payment.v1.PaymentService/Charge"
-        | "emporium.payment.v1.PaymentService/Refund" => Internal,
+        | "emporium.payment.v1.PaymentService/Refund"
+        | "emporium.payment.v1.PaymentService/VoidCharge" => Internal,
         _ => return None,
     })
 }

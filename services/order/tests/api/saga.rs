@@ -6,7 +6,9 @@ use emporium_common::{
     rpc::{Code, StatusExt as _},
 };
 use emporium_proto::{payment::v1 as pay, user::v1 as usr};
-use emporium_testkit::{TestDb, backend_tests, bearer, refused, tokens};
+use std::time::Duration;
+
+use emporium_testkit::{TestDb, backend_tests, bearer, eventually, refused, tokens};
 use prost::Message as _;
 use uuid::Uuid;
 
@@ -17,7 +19,7 @@ backend_tests!(
     unknown_and_inactive_users_cancel_the_order,
     stock_shortage_cancels_without_reserving_anything,
     a_declined_card_releases_the_stock,
-    payment_service_down_is_compensated,
+    payment_service_down_keeps_the_order_compensating_until_payment_answers,
     replaying_create_order_returns_the_same_order_and_charges_once,
     concurrent_replays_create_one_order,
     a_reused_key_with_another_request_is_refused,
@@ -162,28 +164,55 @@ async fn a_declined_card_releases_the_stock(db: TestDb) {
     assert_eq!(t.cancelled, 3);
 }
 
-async fn payment_service_down_is_compensated(db: TestDb) {
+/// The order as the service reports it now.
+async fn fetch(s: &Stack, id: &str) -> pb::Order {
+    s.orders()
+        .await
+        .get_order(bearer(
+            pb::GetOrderRequest {
+                order_id: id.to_owned(),
+            },
+            &s.customer_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap()
+}
+
+/// Payment is away while an order is charged: nobody can say whether money was
+/// taken, so the order is not cancelled and its stock not released until
+/// payment answers; then the charge is settled by a void (never by charging)
+/// and the order is compensated.
+async fn payment_service_down_keeps_the_order_compensating_until_payment_answers(db: TestDb) {
     let mut s = Stack::start(db).await;
     s.product("MUG-1", 1_000, 10).await;
     s.payment.as_mut().unwrap().stop().await.unwrap();
-    let started = std::time::Instant::now();
     let o = s
         .place(&[("MUG-1", 2)], "pm_card_ok", "down")
         .await
         .unwrap();
+    assert_eq!(status(&o), pb::OrderStatus::Pending, "{o:?}");
+    assert_eq!(s.stock("MUG-1").await, (10, 2), "released while unsettled");
+    // Still unsettled a few sweeps later.
+    let again = fetch(&s, &o.id).await;
+    assert_eq!(status(&again), pb::OrderStatus::Pending, "{again:?}");
+    s.restart_payment().await;
+    let done = eventually(Duration::from_secs(20), || async {
+        let now = fetch(&s, &o.id).await;
+        (status(&now) != pb::OrderStatus::Pending).then_some(now)
+    })
+    .await;
     assert_eq!(
-        (status(&o), reason(&o)),
+        (status(&done), reason(&done)),
         (pb::OrderStatus::Cancelled, pb::CancelReason::PaymentFailed),
-        "{o:?}"
+        "{done:?}"
     );
-    // Retried within the saga's budget (1.5 s in tests), then compensated.
-    assert!(
-        started.elapsed() >= std::time::Duration::from_millis(1_000),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(done.payment_id.is_empty(), "{done:?}");
     assert_eq!(s.stock("MUG-1").await, (10, 0));
-    s.settle_and_check().await;
+    let t = s.settle_and_check().await;
+    assert_eq!(t.cancelled, 1);
 }
 
 async fn replaying_create_order_returns_the_same_order_and_charges_once(db: TestDb) {
@@ -564,4 +593,15 @@ async fn cancelling_while_payment_is_down_answers_unavailable(db: TestDb) {
         .unwrap();
     assert_eq!(status(&now), pb::OrderStatus::Confirmed);
     assert_eq!(s.stock("MUG-1").await, (9, 0));
+    // Payment is back: the cancellation finishes on its own.
+    s.restart_payment().await;
+    let done = eventually(Duration::from_secs(20), || async {
+        let now = fetch(&s, &o.id).await;
+        (status(&now) == pb::OrderStatus::Cancelled).then_some(now)
+    })
+    .await;
+    assert_eq!(reason(&done), pb::CancelReason::CustomerRequested);
+    assert_eq!(s.stock("MUG-1").await, (10, 0));
+    let t = s.settle_and_check().await;
+    assert_eq!(t.cancelled, 1);
 }
