@@ -29,6 +29,7 @@ pub mod process;
 pub mod prometheus;
 pub mod raw;
 pub mod stack;
+pub mod stall;
 pub mod status;
 pub mod wait;
 

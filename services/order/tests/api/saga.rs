@@ -5,10 +5,17 @@ use emporium_common::{
     auth::Role,
     rpc::{Code, StatusExt as _},
 };
+use emporium_order::config::SagaConfig;
 use emporium_proto::{payment::v1 as pay, user::v1 as usr};
 use std::time::Duration;
 
-use emporium_testkit::{TestDb, backend_tests, bearer, eventually, refused, tokens};
+use emporium_testkit::{
+    TestDb, backend_tests, bearer, eventually,
+    invariants::{Dbs, check_invariants},
+    refused, saga_config, spawn_order,
+    stall::StallProxy,
+    tokens,
+};
 use prost::Message as _;
 use uuid::Uuid;
 
@@ -20,6 +27,7 @@ backend_tests!(
     stock_shortage_cancels_without_reserving_anything,
     a_declined_card_releases_the_stock,
     payment_service_down_keeps_the_order_compensating_until_payment_answers,
+    a_short_client_deadline_answers_pending_and_the_order_still_confirms,
     replaying_create_order_returns_the_same_order_and_charges_once,
     concurrent_replays_create_one_order,
     a_reused_key_with_another_request_is_refused,
@@ -213,6 +221,76 @@ async fn payment_service_down_keeps_the_order_compensating_until_payment_answers
     assert_eq!(s.stock("MUG-1").await, (10, 0));
     let t = s.settle_and_check().await;
     assert_eq!(t.cancelled, 1);
+}
+
+/// The caller's deadline bounds how long CreateOrder waits, not the saga: a
+/// 1 s `grpc-timeout` while inventory stalls for 2 s gets the PENDING order in
+/// time, and the order confirms once inventory moves again.
+async fn a_short_client_deadline_answers_pending_and_the_order_still_confirms(db: TestDb) {
+    let s = Stack::start(db).await;
+    s.product("MUG-1", 1_000, 10).await;
+    // A second order service whose inventory calls go through a proxy that
+    // can stall, as a stopped (SIGSTOP) inventory process would.
+    let proxy = StallProxy::start(s.inventory.grpc_addr).await;
+    let mut peers = emporium_testkit::peers(&s.user, &s.inventory, s.payment.as_ref().unwrap().url());
+    peers.inventory.url = proxy.url();
+    let order_db = s.db.another();
+    let order_db_url = order_db.url().to_owned();
+    // A step budget (4 s) longer than the stall (2 s), which is longer than
+    // the caller's deadline (1 s).
+    let saga = SagaConfig {
+        retry_budget_ms: 4_000,
+        lease_ms: 5_000,
+        ..saga_config()
+    };
+    let order = spawn_order(order_db, peers, saga).await;
+    let mut orders = pb::order_service_client::OrderServiceClient::new(order.channel().await);
+
+    proxy.stall();
+    let mut req = bearer(
+        pb::CreateOrderRequest {
+            user_id: String::new(),
+            items: vec![pb::CreateOrderItem {
+                sku: "MUG-1".into(),
+                quantity: 3,
+            }],
+            payment_method: "pm_card_ok".into(),
+            idempotency_key: "short-deadline".into(),
+        },
+        &s.customer_token,
+    );
+    req.set_timeout(Duration::from_secs(1));
+    let answered = orders.create_order(req).await.unwrap().into_inner().order.unwrap();
+    assert_eq!(status(&answered), pb::OrderStatus::Pending, "{answered:?}");
+    // Inventory is still stalled well past the caller's deadline.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    proxy.resume();
+    let done = eventually(Duration::from_secs(20), || {
+        let mut orders = orders.clone();
+        let (id, token) = (answered.id.clone(), s.customer_token.clone());
+        async move {
+            let o = orders
+                .get_order(bearer(pb::GetOrderRequest { order_id: id }, &token))
+                .await
+                .unwrap()
+                .into_inner()
+                .order
+                .unwrap();
+            (status(&o) != pb::OrderStatus::Pending).then_some(o)
+        }
+    })
+    .await;
+    assert_eq!(status(&done), pb::OrderStatus::Confirmed, "{done:?}");
+    assert_eq!(s.stock("MUG-1").await, (7, 0));
+    check_invariants(
+        &Dbs {
+            order: order_db_url,
+            inventory: s.inventory.db_url.clone(),
+            payment: s.payment.as_ref().unwrap().db_url.clone(),
+        },
+        Duration::from_secs(20),
+    )
+    .await;
 }
 
 async fn replaying_create_order_returns_the_same_order_and_charges_once(db: TestDb) {
