@@ -233,9 +233,7 @@ impl Spawned {
             admin_addr: self.admin_addr,
             ..emporium_common::config::ServerConfig::local(0, 0)
         };
-        let listeners = Listeners::bind(&server)
-            .await
-            .map_err(|e| e.to_string())?;
+        let listeners = Listeners::bind(&server).await.map_err(|e| e.to_string())?;
         let db = self.db.take().expect("a spawned service has its database");
         // The old run is stopped and holds nothing: dropping it does nothing.
         drop(std::mem::replace(self, run(db, listeners, start)));

@@ -7,8 +7,8 @@ use std::{future::Future, sync::Arc, time::Duration};
 use emporium_common::{
     auth::Role,
     config::DatabaseConfig,
-    server::Listeners,
     rpc::{Channel, Status},
+    server::Listeners,
 };
 
 use emporium_order::config::{Peers, SagaConfig};
@@ -198,7 +198,10 @@ impl Stack {
     /// Starts the stopped payment service again, on its old address over its
     /// database, as a restarted pod comes back.
     pub async fn restart_payment(&mut self) {
-        let payment = self.payment.as_mut().expect("the stack has a payment service");
+        let payment = self
+            .payment
+            .as_mut()
+            .expect("the stack has a payment service");
         payment
             .restart(serve_payment)
             .await

@@ -156,12 +156,13 @@ impl Leases {
 
     /// Renews the lease between two writes of one step; `false` if it was lost.
     pub async fn renew(&self, lease: Lease) -> Result<bool, Error> {
-        let done = sqlx::query("UPDATE orders SET lease_until = $3 WHERE id = $1 AND lease_epoch = $2")
-            .bind(lease.order_id.to_string())
-            .bind(lease.epoch)
-            .bind(self.until())
-            .execute(self.db.writer())
-            .await?;
+        let done =
+            sqlx::query("UPDATE orders SET lease_until = $3 WHERE id = $1 AND lease_epoch = $2")
+                .bind(lease.order_id.to_string())
+                .bind(lease.epoch)
+                .bind(self.until())
+                .execute(self.db.writer())
+                .await?;
         Ok(done.rows_affected() == 1)
     }
 }

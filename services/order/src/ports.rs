@@ -202,8 +202,12 @@ pub trait Inventory: Send + Sync + 'static {
     ) -> Result<Commit, Failure>;
     /// Releases (or returns) the order's stock; afterwards a late reserve for
     /// the order holds nothing.
-    async fn release(&self, user_id: Uuid, order_id: Uuid, timeout: Duration)
-    -> Result<(), Failure>;
+    async fn release(
+        &self,
+        user_id: Uuid,
+        order_id: Uuid,
+        timeout: Duration,
+    ) -> Result<(), Failure>;
 }
 
 /// A charge request.
@@ -647,7 +651,11 @@ mod tests {
         ] {
             assert!(matches!(kind(c), Failure::Unknown(_)), "{c:?}");
         }
-        for c in [Code::PermissionDenied, Code::Unauthenticated, Code::Unimplemented] {
+        for c in [
+            Code::PermissionDenied,
+            Code::Unauthenticated,
+            Code::Unimplemented,
+        ] {
             assert!(matches!(kind(c), Failure::Rejected(_)), "{c:?}");
         }
         // Payment's ABORTED is "the first call with this key is still running".

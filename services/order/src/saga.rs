@@ -449,7 +449,8 @@ impl Saga {
                 .map(CancelReason::as_str)
                 .unwrap_or("cancelled");
             self.call("refund", |t| {
-                let (payments, payment_id, key) = (payments.clone(), payment_id.clone(), key.clone());
+                let (payments, payment_id, key) =
+                    (payments.clone(), payment_id.clone(), key.clone());
                 async move { payments.refund(user_id, &payment_id, reason, &key, t).await }
             })
             .await
@@ -507,7 +508,11 @@ impl Saga {
             if Instant::now() + backoff >= deadline {
                 return Err(failure);
             }
-            tracing::debug!(call = name, failure = failure.describe(), "peer call failed; retrying");
+            tracing::debug!(
+                call = name,
+                failure = failure.describe(),
+                "peer call failed; retrying"
+            );
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(1));
         }

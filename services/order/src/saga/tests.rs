@@ -49,7 +49,9 @@ impl<T: Clone> Script<T> {
         if q.len() > 1 {
             q.pop_front().unwrap()
         } else {
-            q.front().cloned().expect("a script has at least one answer")
+            q.front()
+                .cloned()
+                .expect("a script has at least one answer")
         }
     }
 }
@@ -310,7 +312,10 @@ fn cancelled(order: &Order, reason: CancelReason) {
     assert_eq!(order.step, Step::Done);
     assert_eq!(order.cancel_reason, Some(reason), "{order:?}");
     let detail = order.cancel_detail.as_deref().unwrap_or_default();
-    assert!(!detail.is_empty() && !detail.contains(PEER_TEXT), "{detail}");
+    assert!(
+        !detail.is_empty() && !detail.contains(PEER_TEXT),
+        "{detail}"
+    );
     assert!(!order.charge_unknown, "cancelled with an unsettled charge");
 }
 
@@ -362,7 +367,8 @@ async fn check_user_outcomes() {
     }
     // A transient failure that clears within the budget changes nothing.
     let fake = Fake::default();
-    fake.user.set([Err(down()), Err(unknown()), Ok(UserStanding::Active)]);
+    fake.user
+        .set([Err(down()), Err(unknown()), Ok(UserStanding::Active)]);
     let h = Harness::new(fake).await;
     assert_eq!(h.run().await.1.status, Status::Confirmed);
 }
@@ -482,7 +488,10 @@ async fn a_charge_without_an_answer_is_settled_by_void_never_by_a_new_charge() {
         // Compensation never charges: every charge call is the forward step's.
         let calls = h.fake.calls();
         let first_void = calls.iter().position(|c| *c == "void").unwrap();
-        assert!(!calls[first_void..].contains(&"charge"), "{case}: {calls:?}");
+        assert!(
+            !calls[first_void..].contains(&"charge"),
+            "{case}: {calls:?}"
+        );
         if let Void::Captured(id) = settled {
             assert_eq!(order.payment_id.as_deref(), Some(id.as_str()));
         }
@@ -519,7 +528,11 @@ async fn an_unknown_charge_with_payment_then_down_stays_pending_until_payment_an
     assert_eq!(order.payment_id.as_deref(), Some("pay-lost"));
     assert_eq!(h.fake.count("refund"), 1);
     assert_eq!(h.fake.count("release"), 1);
-    assert_eq!(h.fake.count("charge"), charges, "compensation sent a charge");
+    assert_eq!(
+        h.fake.count("charge"),
+        charges,
+        "compensation sent a charge"
+    );
 }
 
 #[tokio::test]
@@ -641,7 +654,12 @@ async fn a_run_whose_lease_was_claimed_again_cannot_write() {
     );
     assert_eq!(h.stored(order.id).await.step, Step::CheckUser);
     stale.version += 1;
-    assert!(h.store.save(&stale, second, h.saga.leases().until()).await.unwrap());
+    assert!(
+        h.store
+            .save(&stale, second, h.saga.leases().until())
+            .await
+            .unwrap()
+    );
 }
 
 #[tokio::test]

@@ -119,7 +119,10 @@ async fn an_order_service_killed_after_any_step_converges_on_restart(db: TestDb)
                     &s.customer_token,
                 ))
                 .await;
-            assert!(cancelled.is_err(), "the process must die mid-cancel at {point}");
+            assert!(
+                cancelled.is_err(),
+                "the process must die mid-cancel at {point}"
+            );
         } else {
             assert!(placed.is_err(), "the process must die mid-saga at {point}");
         }
@@ -172,10 +175,11 @@ async fn an_order_service_killed_after_any_step_converges_on_restart(db: TestDb)
 /// `emporium_order::config::SagaConfig::crash_at`).
 #[test]
 fn the_test_build_of_the_binary_has_the_crash_failpoint() {
-    let out = emporium_testkit::process::command(BIN, [("EMPORIUM_SAGA__CRASH_AT", "saved:charge")])
-        .arg("--print-config")
-        .output()
-        .expect("run emporium-order --print-config");
+    let out =
+        emporium_testkit::process::command(BIN, [("EMPORIUM_SAGA__CRASH_AT", "saved:charge")])
+            .arg("--print-config")
+            .output()
+            .expect("run emporium-order --print-config");
     assert!(out.status.success(), "{out:?}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON config");
     assert_eq!(v["saga"]["crash_at"], "saved:charge", "{v}");

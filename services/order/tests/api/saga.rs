@@ -232,7 +232,8 @@ async fn a_short_client_deadline_answers_pending_and_the_order_still_confirms(db
     // A second order service whose inventory calls go through a proxy that
     // can stall, as a stopped (SIGSTOP) inventory process would.
     let proxy = StallProxy::start(s.inventory.grpc_addr).await;
-    let mut peers = emporium_testkit::peers(&s.user, &s.inventory, s.payment.as_ref().unwrap().url());
+    let mut peers =
+        emporium_testkit::peers(&s.user, &s.inventory, s.payment.as_ref().unwrap().url());
     peers.inventory.url = proxy.url();
     let order_db = s.db.another();
     let order_db_url = order_db.url().to_owned();
@@ -260,7 +261,13 @@ async fn a_short_client_deadline_answers_pending_and_the_order_still_confirms(db
         &s.customer_token,
     );
     req.set_timeout(Duration::from_secs(1));
-    let answered = orders.create_order(req).await.unwrap().into_inner().order.unwrap();
+    let answered = orders
+        .create_order(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
     assert_eq!(status(&answered), pb::OrderStatus::Pending, "{answered:?}");
     // Inventory is still stalled well past the caller's deadline.
     tokio::time::sleep(Duration::from_millis(1_000)).await;
