@@ -1,6 +1,8 @@
 //! The gRPC vocabulary services use, re-exported so that tonic is named in one
 //! place: when its successor crate lands, services should not need to change.
 
+use std::time::{Duration, Instant};
+
 pub use tonic::{
     Code, Request, Response, Status, Streaming, async_trait,
     metadata::{self, MetadataValue},
@@ -18,6 +20,42 @@ pub use tonic_reflection::pb::v1 as reflection;
 
 /// Reading rich error details (`google.rpc.BadRequest` …) off a status.
 pub use tonic_types::{ErrorDetail, ErrorDetails, StatusExt};
+
+/// Parses a `grpc-timeout` header value (`1S`, `250m`, …).
+pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    if v.len() < 2 || v.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = v.split_at(v.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+tokio::task_local! {
+    static SERVING_DEADLINE: Instant;
+}
+
+/// Runs `fut` (a handler) knowing the deadline of the call it serves, so the
+/// calls it makes to peers inherit it (see `client::deadline`).
+pub fn with_serving_deadline<F: std::future::Future>(
+    deadline: Instant,
+    fut: F,
+) -> tokio::task::futures::TaskLocalFuture<Instant, F> {
+    SERVING_DEADLINE.scope(deadline, fut)
+}
+
+/// The deadline of the call being served, inside a handler.
+pub fn serving_deadline() -> Option<Instant> {
+    SERVING_DEADLINE.try_with(|d| *d).ok()
+}
 
 /// `/pkg.Service/Method` split into service and method.
 pub fn split_path(path: &str) -> Option<(&str, &str)> {

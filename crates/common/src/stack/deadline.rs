@@ -27,23 +27,7 @@ impl Deadline {
     }
 }
 
-/// Parses a `grpc-timeout` header value (`1S`, `250m`, …).
-pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
-    if v.len() < 2 || v.len() > 9 {
-        return None;
-    }
-    let (digits, unit) = v.split_at(v.len() - 1);
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
+use crate::rpc::parse_grpc_timeout;
 
 /// See the module docs.
 #[derive(Debug, Clone, Copy)]
@@ -81,7 +65,7 @@ where
 {
     type Response = HttpResponse;
     type Error = S::Error;
-    type Future = DeadlineFuture<S::Future>;
+    type Future = DeadlineFuture<tokio::task::futures::TaskLocalFuture<Instant, S::Future>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -94,10 +78,13 @@ where
             .and_then(|v| v.to_str().ok())
             .and_then(parse_grpc_timeout);
         let budget = client.map_or(self.default, |c| c.min(self.default));
-        req.extensions_mut()
-            .insert(Deadline(Instant::now() + budget));
+        let deadline = Instant::now() + budget;
+        req.extensions_mut().insert(Deadline(deadline));
+        // The handler runs knowing its deadline, so its calls to peers inherit
+        // it (`client::deadline`).
+        let handler = crate::rpc::with_serving_deadline(deadline, self.inner.call(req));
         DeadlineFuture {
-            inner: tokio::time::timeout(budget, self.inner.call(req)),
+            inner: tokio::time::timeout(budget, handler),
         }
     }
 }
@@ -131,6 +118,7 @@ mod tests {
 
     #[test]
     fn grpc_timeouts_parse() {
+        use crate::rpc::parse_grpc_timeout;
         assert_eq!(parse_grpc_timeout("1S"), Some(Duration::from_secs(1)));
         assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
         assert_eq!(parse_grpc_timeout("2H"), Some(Duration::from_secs(7200)));

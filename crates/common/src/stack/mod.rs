@@ -32,7 +32,7 @@ use tower_http::{
 
 pub use self::{
     auth::AuthLayer,
-    deadline::{Deadline, DeadlineLayer, parse_grpc_timeout},
+    deadline::{Deadline, DeadlineLayer},
     gate::{Gate, GateLayer, Gated},
     load_shed::LoadShedLayer,
     metrics::{KnownMethods, MetricsLayer},
