@@ -184,3 +184,64 @@ impl Validate for ServerConfig {
         self.tls.validate()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_limits_have_sensible_defaults_and_are_validated() {
+        let ok = ServerConfig::local(0, 0);
+        assert_eq!(
+            (
+                ok.max_streams_per_caller,
+                ok.max_open_streams,
+                ok.stream_max_age()
+            ),
+            (8, 512, Duration::from_secs(30 * 60))
+        );
+        assert!(ok.validate().is_ok());
+        let bad = [
+            (
+                ServerConfig {
+                    max_streams_per_caller: 0,
+                    ..ok.clone()
+                },
+                "server.max_streams_per_caller",
+            ),
+            (
+                ServerConfig {
+                    max_open_streams: 7,
+                    ..ok.clone()
+                },
+                "server.max_open_streams",
+            ),
+            (
+                ServerConfig {
+                    stream_max_age_ms: 0,
+                    ..ok.clone()
+                },
+                "server.stream_max_age_ms",
+            ),
+        ];
+        for (config, key) in bad {
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn stream_limits_may_be_left_out_of_a_file() {
+        let mut value = serde_json::to_value(ServerConfig::local(0, 0)).unwrap();
+        let fields = value.as_object_mut().unwrap();
+        for key in [
+            "max_streams_per_caller",
+            "max_open_streams",
+            "stream_max_age_ms",
+        ] {
+            fields.remove(key);
+        }
+        let back: ServerConfig = serde_json::from_value(value).unwrap();
+        assert_eq!(back.max_streams_per_caller, 8);
+    }
+}

@@ -10,7 +10,10 @@ use emporium_common::{
     rpc::{Channel, Code, Request, Status, Streaming},
     stack::MAX_AGE_REACHED,
 };
-use emporium_testkit::{TestDb, auth_config, backend_tests, bearer, poll_until, spawn_order_alone};
+use emporium_testkit::{
+    TestDb, auth_config, backend_tests, bearer, http_get, poll_until, prometheus::Scrape,
+    spawn_order_alone,
+};
 use futures::StreamExt as _;
 use uuid::Uuid;
 
@@ -80,6 +83,17 @@ async fn a_caller_may_hold_only_so_many_watches_and_closing_one_frees_a_slot(db:
         refused.message().contains("too many open streams"),
         "{refused:?}"
     );
+    // Counted in the gauge (process-wide: other tests' watches may add to it).
+    let (code, body) = http_get(svc.admin_addr, "/metrics").await;
+    assert_eq!(code, 200);
+    let open_now = Scrape::parse(&body).value(
+        "rpc_server_open_streams",
+        &[
+            ("rpc_service", "emporium.order.v1.OrderService"),
+            ("rpc_method", "WatchOrderUpdates"),
+        ],
+    );
+    assert!(open_now >= 3.0, "rpc_server_open_streams = {open_now}");
     // Someone else is not affected.
     let other = watch(&mut client, &customer_token())
         .await
