@@ -142,14 +142,15 @@ pub async fn spawn_order_alone(
 ) -> Spawned {
     spawn(db, |database, listeners, stop| {
         let nobody = emporium_common::config::PeerConfig::local(1);
-        let mut config = emporium_order::Config::default();
-        config.base = base_config(database);
-        config.peers = Peers {
-            user: nobody.clone(),
-            inventory: nobody.clone(),
-            payment: nobody,
+        let mut config = emporium_order::Config {
+            base: base_config(database),
+            peers: Peers {
+                user: nobody.clone(),
+                inventory: nobody.clone(),
+                payment: nobody,
+            },
+            saga: saga_config(),
         };
-        config.saga = saga_config();
         tweak(&mut config);
         emporium_order::serve(config, listeners, stop)
     })
