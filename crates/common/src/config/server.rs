@@ -47,9 +47,9 @@ pub struct ServerConfig {
     /// long-lived, so they are bounded here rather than by `max_in_flight`).
     #[serde(default = "default_max_open_streams")]
     pub max_open_streams: usize,
-    /// Longest a server stream may stay open, in milliseconds; it then ends
-    /// with UNAVAILABLE "stream reached its maximum age; reconnect" (watchers
-    /// get the current state again when they reconnect).
+    /// Longest a server stream may stay open, in milliseconds (at most a day);
+    /// it then ends with UNAVAILABLE "stream reached its maximum age;
+    /// reconnect" (watchers get the current state again when they reconnect).
     #[serde(default = "default_stream_max_age_ms")]
     pub stream_max_age_ms: u64,
     /// Networks of the proxies in front of this service (the edge, an ingress),
@@ -157,10 +157,12 @@ impl Validate for ServerConfig {
                 "must be >= server.max_streams_per_caller",
             ));
         }
-        if self.stream_max_age_ms == 0 {
+        // Tokens live a day at most (auth.token_ttl_secs), and a stream ends
+        // with its token anyway.
+        if !(1..=86_400_000).contains(&self.stream_max_age_ms) {
             return Err(ConfigError::invalid(
                 "server.stream_max_age_ms",
-                "must be > 0",
+                "must be between 1 and 86400000 (a day)",
             ));
         }
         if !(1024..=64 * 1024 * 1024).contains(&self.max_message_bytes) {
@@ -219,6 +221,13 @@ mod tests {
             (
                 ServerConfig {
                     stream_max_age_ms: 0,
+                    ..ok.clone()
+                },
+                "server.stream_max_age_ms",
+            ),
+            (
+                ServerConfig {
+                    stream_max_age_ms: u64::MAX,
                     ..ok.clone()
                 },
                 "server.stream_max_age_ms",
