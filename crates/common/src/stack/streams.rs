@@ -504,6 +504,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_stream_refused_by_its_handler_gives_its_slot_back_at_once() {
+        async fn refuse(_req: HttpRequest) -> Result<HttpResponse, Infallible> {
+            Ok(Status::permission_denied("not yours").into_http())
+        }
+        let layer = layer(1, 1, Duration::from_secs(60));
+        let svc = layer.layer(tower::service_fn(refuse));
+        let resp = svc
+            .oneshot(watch(uuid::Uuid::now_v7(), u64::MAX))
+            .await
+            .unwrap();
+        assert_eq!(code(&resp).as_deref(), Some("7"));
+        assert_eq!(layer.open.counts.lock().unwrap().total, 0);
+    }
+
+    #[tokio::test]
     async fn unary_calls_are_not_counted() {
         let layer = layer(1, 1, Duration::from_secs(60));
         let svc = layer.layer(tower::service_fn(forever));
