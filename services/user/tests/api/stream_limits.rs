@@ -207,3 +207,53 @@ async fn each_operation_takes_a_permit_from_the_callers_rate_limit(db: TestDb) {
         }
     }
 }
+
+/// The outside reproduction against the real binary, configured through the
+/// environment as in production: an admin's stream stops answering as admin
+/// when the token expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_ends_an_admins_stream_when_the_token_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = crate::process::command(dir.path());
+    cmd.env("EMPORIUM_AUTH__LEEWAY_SECS", "0");
+    let process = emporium_testkit::process::Process::start(cmd);
+    let mut client = pb::user_service_client::UserServiceClient::new(process.channel().await);
+    let admin = client
+        .authenticate(pb::AuthenticateRequest {
+            email: crate::ADMIN_EMAIL.into(),
+            password: crate::ADMIN_PASSWORD.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap()
+        .id;
+    let short = Tokens::new(&AuthConfig {
+        jwt_secret: emporium_common::config::Secret::new("process-test-secret-0123456789abcdef"),
+        token_ttl_secs: 3,
+        leeway_secs: 0,
+        ..AuthConfig::default()
+    })
+    .unwrap()
+    .issue(uuid::Uuid::parse_str(&admin).unwrap(), &[Role::Admin])
+    .unwrap();
+    let (tx, rx) = mpsc::channel(8);
+    let mut results = client
+        .stream_users(bearer(ReceiverStream::new(rx), &short.token))
+        .await
+        .unwrap()
+        .into_inner();
+    tx.send(get("before", &admin)).await.unwrap();
+    let before = next(&mut results).await.unwrap().unwrap();
+    assert!(matches!(&before.result, Some(Out::User(_))), "{before:?}");
+    let expired_at = UNIX_EPOCH + Duration::from_secs(short.expires_at + 1);
+    if let Ok(left) = expired_at.duration_since(SystemTime::now()) {
+        tokio::time::sleep(left).await;
+    }
+    let _ = tx.send(get("after", &admin)).await;
+    match next(&mut results).await {
+        Some(Err(status)) => assert_eq!(status.code(), Code::Unauthenticated, "{status:?}"),
+        other => panic!("answered after the token expired: {other:?}"),
+    }
+}
