@@ -80,6 +80,11 @@ pub struct Caller {
     /// Over mutual TLS: the service the client certificate names (see
     /// `tls::service_of`; empty when it names none). `None` without mutual TLS.
     pub certificate: Option<String>,
+    /// When the token stops being accepted: its `exp` plus `auth.leeway_secs`,
+    /// in seconds since the epoch. A call is admitted once, but a stream lives
+    /// on: the stream layer ends it then, and each operation of a bidirectional
+    /// stream checks it again ([`Self::check_still_valid`]).
+    pub valid_until: u64,
 }
 
 impl Caller {
@@ -92,6 +97,22 @@ impl Caller {
     /// anyone's for an admin.
     pub fn may_act_for(&self, owner: Uuid) -> bool {
         self.is_admin() || self.user_id == owner
+    }
+
+    /// Whether the token is past [`Self::valid_until`] at `now` (seconds since
+    /// the epoch). Verification accepts a token through the second it expires.
+    pub fn is_expired_at(&self, now: u64) -> bool {
+        now > self.valid_until
+    }
+
+    /// UNAUTHENTICATED once the token has expired: what a long-lived stream
+    /// asks before each operation it runs for the caller.
+    pub fn check_still_valid(&self) -> Result<(), tonic::Status> {
+        if self.is_expired_at(jsonwebtoken::get_current_timestamp()) {
+            Err(tonic::Status::unauthenticated(EXPIRED_MID_STREAM))
+        } else {
+            Ok(())
+        }
     }
 
     /// Whether the call comes from the named service (with a service token).
@@ -114,6 +135,9 @@ impl Caller {
         }
     }
 }
+
+/// The message of a stream ended because its caller's token expired.
+pub const EXPIRED_MID_STREAM: &str = "access token expired: sign in again and reopen the stream";
 
 /// The verified caller of a request; UNAUTHENTICATED when the auth layer put
 /// none there (it always does for methods that are not public).
@@ -442,6 +466,7 @@ impl Tokens {
             None => claims.sub.as_str(),
         };
         let user_id = Uuid::parse_str(user).map_err(|_| reject("user is not a uuid"))?;
+        let valid_until = claims.exp.saturating_add(self.inner.leeway_secs);
         if service.is_some() {
             // A service acts with the rights of a customer on the user it names.
             return Ok(Caller {
@@ -449,6 +474,7 @@ impl Tokens {
                 roles: vec![Role::Customer],
                 service,
                 certificate: None,
+                valid_until,
             });
         }
         let mut roles = Vec::new();
@@ -466,6 +492,7 @@ impl Tokens {
             roles,
             service,
             certificate: None,
+            valid_until,
         })
     }
 }
@@ -488,6 +515,30 @@ mod tests {
         assert_eq!(caller.user_id, id);
         assert!(caller.is_admin());
         assert!(caller.may_act_for(Uuid::now_v7()));
+    }
+
+    #[test]
+    fn the_caller_carries_when_its_token_stops_being_accepted() {
+        let leeway = AuthConfig {
+            leeway_secs: 7,
+            token_ttl_secs: 60,
+            ..config()
+        };
+        let tokens = Tokens::new(&leeway).unwrap();
+        let t = tokens.issue(Uuid::now_v7(), &[Role::Admin]).unwrap();
+        let caller = tokens.verify(&t.token).unwrap();
+        assert_eq!(caller.valid_until, t.expires_at + 7);
+        assert!(!caller.is_expired_at(t.expires_at + 7));
+        assert!(caller.is_expired_at(t.expires_at + 8));
+        assert!(caller.check_still_valid().is_ok());
+        let expired = Caller {
+            valid_until: jsonwebtoken::get_current_timestamp() - 1,
+            ..caller
+        };
+        assert_eq!(
+            expired.check_still_valid().unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
     }
 
     #[test]
@@ -539,6 +590,7 @@ mod tests {
             roles: vec![Role::Customer],
             service: None,
             certificate: None,
+            valid_until: u64::MAX,
         };
         assert!(caller.may_act_for(me));
         assert!(!caller.may_act_for(Uuid::now_v7()));

@@ -141,6 +141,30 @@ pub async fn spawn_order(db: TestDb, peers: Peers, saga: SagaConfig) -> Spawned 
     .await
 }
 
+/// Starts the order service over `db` alone, its peers unreachable, with
+/// `tweak` applied to its config: for tests of what needs only its own
+/// database and server settings (watching a user's orders, stream limits).
+pub async fn spawn_order_alone(
+    db: TestDb,
+    tweak: impl FnOnce(&mut emporium_order::Config),
+) -> Spawned {
+    spawn(db, |database, listeners, stop| {
+        let nobody = emporium_common::config::PeerConfig::local(1);
+        let mut config = emporium_order::Config {
+            base: base_config(database),
+            peers: Peers {
+                user: nobody.clone(),
+                inventory: nobody.clone(),
+                payment: nobody,
+            },
+            saga: saga_config(),
+        };
+        tweak(&mut config);
+        emporium_order::serve(config, listeners, stop)
+    })
+    .await
+}
+
 impl Stack {
     /// Starts the four services with [`saga_config`], an admin token and a
     /// signed-up customer.

@@ -9,6 +9,7 @@ use emporium_common::{
     auth::{Caller, Role, caller},
     paging,
     rpc::{Request, Response, RpcResult, Status, Streaming, async_trait},
+    stack::PerOperation,
     status::{Violations, to_rpc_status},
     time::{timestamp_from_micros, timestamp_from_secs},
 };
@@ -190,6 +191,16 @@ impl UserApi {
     }
 }
 
+/// The answer to an operation refused before it ran.
+fn refused(operation_id: String, status: &Status) -> pb::StreamUsersResponse {
+    pb::StreamUsersResponse {
+        operation_id,
+        result: Some(pb::stream_users_response::Result::Error(to_rpc_status(
+            status,
+        ))),
+    }
+}
+
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<pb::StreamUsersResponse, Status>> + Send>>;
 
 #[async_trait]
@@ -273,6 +284,14 @@ impl pb::user_service_server::UserService for UserApi {
         req: Request<Streaming<pb::StreamUsersRequest>>,
     ) -> RpcResult<Self::StreamUsersStream> {
         let caller = caller(&req)?;
+        // The stream was admitted once; its operations come for as long as it
+        // lives, so each is checked again: the token's expiry (an expired token
+        // ends the stream: every later operation would fail the same way) and a
+        // permit from the caller's rate-limit bucket (refused: that operation's
+        // answer, the stream goes on). The caller's rights are re-read from the
+        // accounts by each operation itself (`Users::current`), so a demoted or
+        // deactivated user loses them at the next operation.
+        let checks = PerOperation::of(&req);
         let mut inbound = req.into_inner();
         // A small buffer: a client that stops reading stops us reading too.
         let (tx, rx) = mpsc::channel(16);
@@ -281,7 +300,13 @@ impl pb::user_service_server::UserService for UserApi {
         tokio::spawn(tracing::Instrument::in_current_span(async move {
             while let Some(next) = inbound.next().await {
                 let out = match next {
-                    Ok(op) => Ok(api.stream_one(&caller, op).await),
+                    Ok(op) => match checks.check_token() {
+                        Err(expired) => Err(expired),
+                        Ok(()) => Ok(match checks.take_permit() {
+                            Ok(()) => api.stream_one(&caller, op).await,
+                            Err(limited) => refused(op.operation_id, &limited),
+                        }),
+                    },
                     // A broken or malformed inbound message ends the stream with
                     // its status; there is no operation to answer.
                     Err(status) => Err(status),

@@ -37,6 +37,21 @@ pub struct ServerConfig {
     pub rate_limit_per_sec: u32,
     /// How many requests a caller may make at once above that rate (bucket size).
     pub rate_limit_burst: u32,
+    /// Most server streams (WatchOrderUpdates, StreamUsers, …) one caller may
+    /// have open at once on this process; one more is refused with
+    /// RESOURCE_EXHAUSTED until one of them ends.
+    #[serde(default = "default_max_streams_per_caller")]
+    pub max_streams_per_caller: usize,
+    /// Most server streams open at once on this process, all callers together;
+    /// beyond it new streams are refused with RESOURCE_EXHAUSTED (streams are
+    /// long-lived, so they are bounded here rather than by `max_in_flight`).
+    #[serde(default = "default_max_open_streams")]
+    pub max_open_streams: usize,
+    /// Longest a server stream may stay open, in milliseconds (at most a day);
+    /// it then ends with UNAVAILABLE "stream reached its maximum age;
+    /// reconnect" (watchers get the current state again when they reconnect).
+    #[serde(default = "default_stream_max_age_ms")]
+    pub stream_max_age_ms: u64,
     /// Networks of the proxies in front of this service (the edge, an ingress),
     /// e.g. `["10.0.0.0/8"]`: only a caller inside one of them is believed when
     /// its `x-forwarded-for` names the client, so calls without a token are
@@ -70,6 +85,9 @@ impl ServerConfig {
             max_message_bytes: 4 * 1024 * 1024,
             rate_limit_per_sec: 50,
             rate_limit_burst: 100,
+            max_streams_per_caller: default_max_streams_per_caller(),
+            max_open_streams: default_max_open_streams(),
+            stream_max_age_ms: default_stream_max_age_ms(),
             trusted_proxies: Vec::new(),
             #[cfg(any(test, feature = "testing"))]
             leak_guard: false,
@@ -82,6 +100,11 @@ impl ServerConfig {
         Duration::from_millis(self.request_timeout_ms)
     }
 
+    /// [`Self::stream_max_age_ms`] as a duration.
+    pub fn stream_max_age(&self) -> Duration {
+        Duration::from_millis(self.stream_max_age_ms)
+    }
+
     /// [`Self::drain_delay_ms`] as a duration.
     pub fn drain_delay(&self) -> Duration {
         Duration::from_millis(self.drain_delay_ms)
@@ -91,6 +114,18 @@ impl ServerConfig {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
     }
+}
+
+fn default_max_streams_per_caller() -> usize {
+    8
+}
+
+fn default_max_open_streams() -> usize {
+    512
+}
+
+fn default_stream_max_age_ms() -> u64 {
+    30 * 60 * 1000
 }
 
 impl Validate for ServerConfig {
@@ -108,6 +143,26 @@ impl Validate for ServerConfig {
             return Err(ConfigError::invalid(
                 "server.max_concurrent_streams",
                 "must be > 0",
+            ));
+        }
+        if self.max_streams_per_caller == 0 {
+            return Err(ConfigError::invalid(
+                "server.max_streams_per_caller",
+                "must be > 0",
+            ));
+        }
+        if self.max_open_streams < self.max_streams_per_caller {
+            return Err(ConfigError::invalid(
+                "server.max_open_streams",
+                "must be >= server.max_streams_per_caller",
+            ));
+        }
+        // Tokens live a day at most (auth.token_ttl_secs), and a stream ends
+        // with its token anyway.
+        if !(1..=86_400_000).contains(&self.stream_max_age_ms) {
+            return Err(ConfigError::invalid(
+                "server.stream_max_age_ms",
+                "must be between 1 and 86400000 (a day)",
             ));
         }
         if !(1024..=64 * 1024 * 1024).contains(&self.max_message_bytes) {
@@ -129,5 +184,73 @@ impl Validate for ServerConfig {
             ));
         }
         self.tls.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_limits_have_sensible_defaults_and_are_validated() {
+        let ok = ServerConfig::local(0, 0);
+        assert_eq!(
+            (
+                ok.max_streams_per_caller,
+                ok.max_open_streams,
+                ok.stream_max_age()
+            ),
+            (8, 512, Duration::from_secs(30 * 60))
+        );
+        assert!(ok.validate().is_ok());
+        let bad = [
+            (
+                ServerConfig {
+                    max_streams_per_caller: 0,
+                    ..ok.clone()
+                },
+                "server.max_streams_per_caller",
+            ),
+            (
+                ServerConfig {
+                    max_open_streams: 7,
+                    ..ok.clone()
+                },
+                "server.max_open_streams",
+            ),
+            (
+                ServerConfig {
+                    stream_max_age_ms: 0,
+                    ..ok.clone()
+                },
+                "server.stream_max_age_ms",
+            ),
+            (
+                ServerConfig {
+                    stream_max_age_ms: u64::MAX,
+                    ..ok.clone()
+                },
+                "server.stream_max_age_ms",
+            ),
+        ];
+        for (config, key) in bad {
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn stream_limits_may_be_left_out_of_a_file() {
+        let mut value = serde_json::to_value(ServerConfig::local(0, 0)).unwrap();
+        let fields = value.as_object_mut().unwrap();
+        for key in [
+            "max_streams_per_caller",
+            "max_open_streams",
+            "stream_max_age_ms",
+        ] {
+            fields.remove(key);
+        }
+        let back: ServerConfig = serde_json::from_value(value).unwrap();
+        assert_eq!(back.max_streams_per_caller, 8);
     }
 }

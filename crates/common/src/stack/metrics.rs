@@ -25,15 +25,23 @@ use crate::{
 };
 
 /// The set of gRPC methods this server knows, as `/pkg.Service/Method`. Metrics
-/// label only these, so random paths cannot blow up label cardinality.
+/// label only these, so random paths cannot blow up label cardinality. It also
+/// knows which of them answer with a stream (server streaming or
+/// bidirectional), for the stream limits.
 #[derive(Debug, Clone, Default)]
-pub struct KnownMethods(Arc<HashSet<String>>);
+pub struct KnownMethods(Arc<Methods>);
+
+#[derive(Debug, Default)]
+struct Methods {
+    all: HashSet<String>,
+    server_streaming: HashSet<String>,
+}
 
 impl KnownMethods {
     /// Every method of every service in the given encoded descriptor sets.
     pub fn from_descriptor_sets(sets: &[&[u8]]) -> Self {
         use prost::Message as _;
-        let mut out = HashSet::new();
+        let mut out = Methods::default();
         for set in sets {
             let Ok(fds) = prost_types::FileDescriptorSet::decode(*set) else {
                 continue;
@@ -42,7 +50,11 @@ impl KnownMethods {
                 let pkg = file.package();
                 for svc in &file.service {
                     for m in &svc.method {
-                        out.insert(format!("/{pkg}.{}/{}", svc.name(), m.name()));
+                        let path = format!("/{pkg}.{}/{}", svc.name(), m.name());
+                        if m.server_streaming() {
+                            out.server_streaming.insert(path.clone());
+                        }
+                        out.all.insert(path);
                     }
                 }
             }
@@ -52,12 +64,17 @@ impl KnownMethods {
 
     /// Whether `path` names a known method.
     pub fn contains(&self, path: &str) -> bool {
-        self.0.contains(path)
+        self.0.all.contains(path)
+    }
+
+    /// Whether `path` names a known method that answers with a stream.
+    pub fn is_server_streaming(&self, path: &str) -> bool {
+        self.0.server_streaming.contains(path)
     }
 
     /// All known method paths.
     pub fn iter(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(String::as_str)
+        self.0.all.iter().map(String::as_str)
     }
 }
 
@@ -263,5 +280,10 @@ mod tests {
         let known = KnownMethods::from_descriptor_sets(&[emporium_proto::FILE_DESCRIPTOR_SET]);
         assert!(known.contains("/emporium.user.v1.UserService/CreateUser"));
         assert!(!known.contains("/emporium.user.v1.UserService/Nope"));
+        assert!(known.is_server_streaming("/emporium.user.v1.UserService/StreamUsers"));
+        assert!(known.is_server_streaming("/emporium.order.v1.OrderService/WatchOrderUpdates"));
+        assert!(!known.is_server_streaming("/emporium.user.v1.UserService/GetUser"));
+        // Client streaming only: its one answer ends the call, as for unary calls.
+        assert!(!known.is_server_streaming("/emporium.inventory.v1.InventoryService/ImportStock"));
     }
 }

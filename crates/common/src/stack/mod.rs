@@ -1,7 +1,7 @@
 //! The tower stack every request passes through, outermost first:
 //!
 //! request id → trace context (server span) → metrics + access log → auth →
-//! rate limit → load shed → deadline → catch panic → the service.
+//! rate limit → stream limits → load shed → deadline → catch panic → the service.
 //!
 //! One file per concern, each a plain tower `Layer` + `Service` with a concrete
 //! future (no per-layer boxing), answering failures itself with a real gRPC
@@ -19,6 +19,7 @@ mod load_shed;
 mod metrics;
 mod rate_limit;
 mod request_id;
+mod streams;
 mod trace_context;
 
 use std::convert::Infallible;
@@ -36,8 +37,9 @@ pub use self::{
     gate::{Gate, GateLayer, Gated},
     load_shed::LoadShedLayer,
     metrics::{KnownMethods, MetricsLayer},
-    rate_limit::{RateLimitLayer, client_addr},
+    rate_limit::{Bucket, RateLimitLayer, client_addr},
     request_id::{RequestId, X_REQUEST_ID, request_id},
+    streams::{MAX_AGE_REACHED, PerOperation, StreamsLayer},
     trace_context::TraceContextLayer,
 };
 use crate::{auth::Tokens, config::ServerConfig};
@@ -58,6 +60,7 @@ pub struct ServerStack {
     metrics: MetricsLayer,
     auth: AuthLayer,
     rate_limit: RateLimitLayer,
+    streams: StreamsLayer,
     load_shed: LoadShedLayer,
     deadline: DeadlineLayer,
 }
@@ -72,7 +75,7 @@ impl ServerStack {
         known: KnownMethods,
         access_log: bool,
     ) -> Self {
-        let metrics = MetricsLayer::new(known, access_log);
+        let metrics = MetricsLayer::new(known.clone(), access_log);
         #[cfg(any(test, feature = "testing"))]
         let metrics = metrics.with_leak_guard(config.leak_guard);
         Self {
@@ -83,6 +86,7 @@ impl ServerStack {
                 config.rate_limit_burst,
                 &config.trusted_proxies,
             ),
+            streams: StreamsLayer::new(config, known),
             load_shed: LoadShedLayer::new(config.max_in_flight),
             deadline: DeadlineLayer::new(config.request_timeout()),
         }
@@ -116,6 +120,10 @@ where
             .layer(GateLayer(self.auth.clone()))
             // After auth, so the limit is per user, not per connection or address.
             .layer(GateLayer(self.rate_limit.clone()))
+            // Streams outlive their opening call: capped per caller and in all at
+            // open (before shedding, so a refused stream costs no permit), then cut
+            // off at their maximum age, token expiry or the client's deadline.
+            .layer(self.streams.clone())
             // Global, not per connection: many connections must not multiply the limit.
             .layer(self.load_shed.clone())
             // Only admitted work is timed; the deadline is visible to handlers.

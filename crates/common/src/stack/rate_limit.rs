@@ -112,30 +112,44 @@ impl RateLimitLayer {
         }
     }
 
-    /// Takes one token for the caller of `req`; on refusal, how long until one
-    /// is available.
-    fn take(&self, req: &HttpRequest) -> Result<(), Duration> {
-        let Some(limiter) = &self.limiter else {
-            return Ok(());
-        };
+    /// The bucket of the caller of `req`; `None` when limiting is off, for
+    /// peer services, and for a call whose client address is unknown.
+    fn bucket(&self, req: &HttpRequest) -> Option<Bucket> {
+        let limiter = self.limiter.as_ref()?;
         let key = match req.extensions().get::<Caller>() {
-            Some(c) if c.service.is_some() => return Ok(()),
+            Some(c) if c.service.is_some() => return None,
             Some(c) => format!("user:{}", c.user_id),
-            None => match client_addr(req, &self.trusted_proxies) {
-                Some(ip) => format!("ip:{ip}"),
-                None => return Ok(()),
-            },
+            None => format!("ip:{}", client_addr(req, &self.trusted_proxies)?),
         };
-        limiter
-            .check_key(&key)
-            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+        Some(Bucket {
+            limiter: limiter.clone(),
+            key,
+        })
     }
 }
 
-impl Gate for RateLimitLayer {
-    fn admit(&self, req: &mut HttpRequest) -> Result<(), Status> {
-        self.take(req).map_err(|wait| {
+/// One caller's bucket, put into the extensions of every admitted call so that
+/// a stream can charge each of its operations to the same bucket as unary
+/// calls (see `stack::PerOperation`). Cheap to clone.
+#[derive(Clone)]
+pub struct Bucket {
+    limiter: Arc<DefaultKeyedRateLimiter<String>>,
+    key: String,
+}
+
+impl std::fmt::Debug for Bucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bucket").field("key", &self.key).finish()
+    }
+}
+
+impl Bucket {
+    /// Takes one token; RESOURCE_EXHAUSTED with a `google.rpc.RetryInfo`
+    /// saying when one is available again.
+    pub fn take(&self) -> Result<(), Status> {
+        self.limiter.check_key(&self.key).map_err(|not_until| {
             metrics::counter!("rpc_server_rate_limited_total").increment(1);
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
             let retry = wait.max(Duration::from_millis(1));
             Status::with_error_details(
                 Code::ResourceExhausted,
@@ -143,6 +157,16 @@ impl Gate for RateLimitLayer {
                 tonic_types::ErrorDetails::with_retry_info(Some(retry)),
             )
         })
+    }
+}
+
+impl Gate for RateLimitLayer {
+    fn admit(&self, req: &mut HttpRequest) -> Result<(), Status> {
+        if let Some(bucket) = self.bucket(req) {
+            bucket.take()?;
+            req.extensions_mut().insert(bucket);
+        }
+        Ok(())
     }
 }
 

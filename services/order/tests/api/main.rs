@@ -9,6 +9,7 @@ mod matrix;
 mod oversell;
 mod saga;
 mod watch;
+mod watch_limits;
 
 pub(crate) use emporium_proto::order::v1 as pb;
 pub(crate) use emporium_testkit::{

@@ -197,6 +197,7 @@ async fn abandoned_claims_are_taken_over_after_their_lease(db: TestDb) {
         roles: vec![Role::Admin],
         service: Some("order".into()),
         certificate: None,
+        valid_until: u64::MAX,
     };
     let charge = |order_id, k: &str| NewCharge {
         order_id,

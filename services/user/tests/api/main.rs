@@ -10,6 +10,7 @@ mod process;
 mod server;
 mod store;
 mod stream;
+mod stream_limits;
 
 use emporium_common::rpc::{Channel, Status};
 use emporium_proto::user::v1 as pb;
@@ -29,9 +30,15 @@ pub(crate) struct App {
 }
 
 pub(crate) async fn app(db: TestDb) -> App {
+    app_with(db, |_| {}).await
+}
+
+/// [`app`] with `tweak` applied to the service's config.
+pub(crate) async fn app_with(db: TestDb, tweak: impl FnOnce(&mut emporium_user::Config)) -> App {
     let svc = spawn_user(db, |c| {
         c.user.admin_email = Some(ADMIN_EMAIL.into());
         c.user.admin_password = Some(emporium_common::config::Secret::new(ADMIN_PASSWORD));
+        tweak(c);
     })
     .await;
     let client = UserServiceClient::new(svc.channel().await);
