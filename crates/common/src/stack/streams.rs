@@ -37,12 +37,15 @@ use tower::{Layer, Service};
 
 use super::{
     HttpRequest, HttpResponse,
-    deadline::parse_grpc_timeout,
     metrics::KnownMethods,
     rate_limit::{Bucket, client_addr},
     status_response,
 };
-use crate::{auth::Caller, config::ServerConfig, rpc::split_path};
+use crate::{
+    auth::Caller,
+    config::ServerConfig,
+    rpc::{parse_grpc_timeout, split_path},
+};
 
 /// The message of a stream ended at its maximum age.
 pub const MAX_AGE_REACHED: &str = "stream reached its maximum age; reconnect";
