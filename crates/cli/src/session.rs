@@ -83,7 +83,7 @@ impl Clients {
                 url: url.clone(),
                 connect_timeout_ms: 3_000,
                 call_timeout_ms: u64::try_from(CALL_TIMEOUT.as_millis()).unwrap_or(u64::MAX),
-                tls: Default::default(),
+                ..PeerConfig::local(0)
             };
             let ch = channel(name, &peer)
                 .map_err(|e| CliError::Usage(format!("{flag} {url:?} is not a usable URL: {e}")))?;
