@@ -58,6 +58,12 @@ pub enum Error {
     /// The database failed.
     #[error("database error")]
     Database(#[from] sqlx::Error),
+    /// COMMIT itself failed: the transaction may or may not have been applied
+    /// (the connection can break after the server committed and before it
+    /// said so). UNKNOWN, never UNAVAILABLE, which would tell the caller that
+    /// nothing happened. Made only by `store::commit`.
+    #[error("the outcome is not known, retry with the same idempotency key")]
+    OutcomeUnknown(#[source] sqlx::Error),
     /// A bug or a broken invariant (e.g. a row that does not parse).; the cause is kept for the log.
     #[error("internal error")]
     Internal(#[from] InternalError),
@@ -105,6 +111,10 @@ impl From<Error> for Status {
             Error::ProcessorUnavailable => Status::unavailable(e.to_string()),
             Error::PermissionDenied(m) => Status::permission_denied(m),
             Error::Database(ref db) => emporium_common::db::status(db),
+            Error::OutcomeUnknown(ref db) => {
+                tracing::error!(error = %common_error::chain(db), "commit outcome unknown");
+                Status::unknown(e.to_string())
+            }
             Error::Internal(_) => common_error::internal(&e),
         }
     }
@@ -147,6 +157,22 @@ mod tests {
                 Code::Unavailable,
             ),
             (Error::Database(sqlx::Error::RowNotFound), Code::Internal),
+            // A failed COMMIT may have committed: whatever the cause, even one
+            // that is UNAVAILABLE anywhere else, the answer is UNKNOWN.
+            (
+                Error::OutcomeUnknown(sqlx::Error::PoolTimedOut),
+                Code::Unknown,
+            ),
+            (
+                Error::OutcomeUnknown(sqlx::Error::Io(std::io::Error::from(
+                    std::io::ErrorKind::ConnectionReset,
+                ))),
+                Code::Unknown,
+            ),
+            (
+                Error::OutcomeUnknown(sqlx::Error::RowNotFound),
+                Code::Unknown,
+            ),
             (
                 Error::Internal("row id 'x' is not a uuid".into()),
                 Code::Internal,

@@ -2,7 +2,7 @@
 //! `$n` placeholders that run on SQLite and PostgreSQL alike. No rules here,
 //! only reads, writes and the transactions that keep them consistent.
 
-use emporium_common::db::{Db, DbFailure, classify};
+use emporium_common::db::{Db, DbFailure, Tx, classify};
 use sqlx::FromRow;
 
 use crate::{
@@ -12,6 +12,21 @@ use crate::{
     },
     error::Error,
 };
+
+/// Commits a transaction whose effects a client may retry to learn about. A
+/// failed COMMIT is ambiguous (the server may have committed before the
+/// connection broke), so its error is [`Error::OutcomeUnknown`] (UNKNOWN),
+/// never [`Error::Database`] (UNAVAILABLE = "nothing happened, retry").
+///
+/// Why here and not in the kit's `Tx::commit`: every service's store turns
+/// `Tx::commit`'s `sqlx::Error` into its own error with `?`; changing its type
+/// would change every service at once (the order service is being rewritten in
+/// parallel), while the promise this keeps — a key's outcome is never reported
+/// as "not executed" when it may be recorded — is the payment service's.
+/// Every commit in this file goes through here.
+async fn commit(tx: Tx) -> Result<(), Error> {
+    tx.commit().await.map_err(Error::OutcomeUnknown)
+}
 
 /// The embedded migrations of this service.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -379,7 +394,7 @@ impl Store {
             tx.rollback().await?;
             return Ok(Recorded::OrderAlreadyPaid);
         }
-        tx.commit().await?;
+        commit(tx).await?;
         Ok(Recorded::Done)
     }
 
@@ -461,7 +476,7 @@ impl Store {
         .bind(at)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
+        commit(tx).await?;
         Ok(RefundWritten::Done { seq })
     }
 
