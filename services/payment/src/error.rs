@@ -16,6 +16,10 @@ pub const ERROR_DOMAIN: &str = "payment.emporium";
 /// `ErrorInfo.reason` of ALREADY_EXISTS: the order already has a successful charge.
 pub const REASON_ORDER_ALREADY_PAID: &str = "ORDER_ALREADY_PAID";
 
+/// `ErrorInfo.reason` of FAILED_PRECONDITION: the charge key was voided by
+/// VoidCharge, so no Charge with it ever reaches the processor.
+pub const REASON_CHARGE_VOIDED: &str = "CHARGE_VOIDED";
+
 /// Everything that can go wrong in the payment service.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -46,6 +50,10 @@ pub enum Error {
         /// Why, lowercase.
         description: String,
     },
+    /// The charge key was voided (VoidCharge): nothing was or will be charged
+    /// with it.
+    #[error("the charge with this idempotency key was voided, nothing was charged")]
+    ChargeVoided,
     /// Another call holds what this one needs; retrying is safe.
     #[error("{0}")]
     Aborted(&'static str),
@@ -107,6 +115,11 @@ impl From<Error> for Status {
                     description: description.clone(),
                 }],
             ),
+            Error::ChargeVoided => Status::with_error_details(
+                Code::FailedPrecondition,
+                e.to_string(),
+                ErrorDetails::with_error_info(REASON_CHARGE_VOIDED, ERROR_DOMAIN, HashMap::new()),
+            ),
             Error::Aborted(m) => Status::aborted(m),
             Error::ProcessorUnavailable => Status::unavailable(e.to_string()),
             Error::PermissionDenied(m) => Status::permission_denied(m),
@@ -157,6 +170,7 @@ mod tests {
                 Code::Unavailable,
             ),
             (Error::Database(sqlx::Error::RowNotFound), Code::Internal),
+            (Error::ChargeVoided, Code::FailedPrecondition),
             // A failed COMMIT may have committed: whatever the cause, even one
             // that is UNAVAILABLE anywhere else, the answer is UNKNOWN.
             (
@@ -203,6 +217,13 @@ mod tests {
         assert_eq!(
             (info.reason.as_str(), info.metadata["payment_id"].as_str()),
             (REASON_ORDER_ALREADY_PAID, id.to_string().as_str())
+        );
+
+        let s = Status::from(Error::ChargeVoided);
+        let info = s.get_details_error_info().expect("error info");
+        assert_eq!(
+            (info.reason.as_str(), info.domain.as_str()),
+            (REASON_CHARGE_VOIDED, ERROR_DOMAIN)
         );
 
         let s = Status::from(Error::NotRefundable {
