@@ -52,6 +52,9 @@ pub struct Payments {
     store: Store,
     processor: Arc<dyn Processor>,
     lease_micros: i64,
+    /// The `payment.crash_after` failpoint (tests only).
+    #[cfg(feature = "testing")]
+    crash_after: Option<crate::config::CrashPoint>,
 }
 
 /// What claiming a charge key found.
@@ -80,6 +83,24 @@ impl Payments {
             store,
             processor,
             lease_micros: i64::try_from(claim_lease.as_micros()).unwrap_or(i64::MAX),
+            #[cfg(feature = "testing")]
+            crash_after: None,
+        }
+    }
+
+    /// Arms the `payment.crash_after` failpoint (tests only).
+    #[cfg(feature = "testing")]
+    pub fn crash_after(mut self, point: Option<crate::config::CrashPoint>) -> Self {
+        self.crash_after = point;
+        self
+    }
+
+    /// Aborts the process when the failpoint is armed at `point`.
+    #[cfg(feature = "testing")]
+    fn failpoint(&self, point: crate::config::CrashPoint) {
+        if self.crash_after == Some(point) {
+            tracing::error!(?point, "crash_after failpoint: aborting");
+            std::process::abort();
         }
     }
 
@@ -115,6 +136,8 @@ impl Payments {
         if let Claimed::Finished(id) = self.claim(&c, &fingerprint, &token).await? {
             return self.replay_charge(id).await;
         }
+        #[cfg(feature = "testing")]
+        self.failpoint(crate::config::CrashPoint::ChargeClaimed);
         if let Some(paid) = self.store.successful_payment(c.order_id).await? {
             self.store.release(&c.idempotency_key, &token).await?;
             return Err(Error::AlreadyPaid(paid));
@@ -175,6 +198,8 @@ impl Payments {
             }
             Recorded::ClaimLost => return Err(Error::Aborted(KEY_RUNNING)),
         }
+        #[cfg(feature = "testing")]
+        self.failpoint(crate::config::CrashPoint::ChargeCommitted);
         tracing::debug!(
             payment_id = %payment.id,
             order_id = %payment.order_id,

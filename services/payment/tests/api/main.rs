@@ -4,6 +4,7 @@
 
 mod charge;
 mod concurrency;
+mod crash;
 mod hostile;
 mod listing;
 mod mtls;
