@@ -14,6 +14,8 @@ use emporium_testkit::{
 use std::time::Duration;
 use uuid::Uuid;
 
+use futures::future::join_all;
+
 use crate::{
     Counting, Gate, app, app_with, app_with_lease, bytes, charge_req, customer, error_info, new_id,
     pb, refund_req, refused, void_req,
@@ -26,6 +28,7 @@ backend_tests!(
     a_running_charge_makes_void_abort_until_it_is_decided,
     an_overrunning_claim_is_voided_and_its_holder_records_nothing,
     void_requests_are_validated_and_only_the_order_service_may_void,
+    racing_charges_and_voids_on_one_key_agree_on_one_outcome,
 );
 
 const VOIDED: &str = "CHARGE_VOIDED";
@@ -309,4 +312,74 @@ async fn void_requests_are_validated_and_only_the_order_service_may_void(db: Tes
         .unwrap();
     assert_eq!(paid.payment.unwrap().status(), pb::PaymentStatus::Captured);
     assert_eq!(counting.calls.load(Ordering::SeqCst), 1);
+}
+
+/// Charges and voids of one fresh key at once, many rounds: the key's row is the
+/// lock, so each round ends either charged (every void that answers gives that
+/// payment) or voided (nothing reached the processor, every charge that answers
+/// is CHARGE_VOIDED), never both.
+async fn racing_charges_and_voids_on_one_key_agree_on_one_outcome(db: TestDb) {
+    let counting = Arc::new(Counting::default());
+    let mut app = app_with(db, counting.clone()).await;
+    let (user, _) = customer();
+    let (mut charged_rounds, mut voided_rounds) = (0, 0);
+    for round in 0..12 {
+        let order = new_id();
+        let key = format!("k-race-{round}");
+        let calls_before = counting.calls.load(Ordering::SeqCst);
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let mut c = app.client.clone();
+                let (order, user, key) = (order.clone(), user.clone(), key.clone());
+                tokio::spawn(async move {
+                    let token = order_service_token("payment", Uuid::parse_str(&user).unwrap());
+                    if i % 2 == 0 {
+                        let req = charge_req(&order, &user, 600, "pm_card_ok", &key);
+                        Err(c.charge(bearer(req, &token)).await.map(|r| r.into_inner()))
+                    } else {
+                        let req = void_req(&order, &user, &key);
+                        Ok(c.void_charge(bearer(req, &token))
+                            .await
+                            .map(|r| r.into_inner()))
+                    }
+                })
+            })
+            .collect();
+        let (mut voided, mut paid) = (Vec::new(), Vec::new());
+        for answer in join_all(tasks).await {
+            match answer.unwrap() {
+                Ok(Ok(v)) if v.voided => voided.push(v),
+                Ok(Ok(v)) => paid.push(v.payment.unwrap().id),
+                Err(Ok(c)) => paid.push(c.payment.unwrap().id),
+                Ok(Err(s)) => assert_eq!(s.code(), Code::Aborted, "{s:?}"),
+                Err(Err(s)) => {
+                    if s.code() == Code::FailedPrecondition {
+                        assert_eq!(error_info(&s).0, VOIDED);
+                        voided.push(pb::VoidChargeResponse::default());
+                    } else {
+                        assert_eq!(s.code(), Code::Aborted, "{s:?}");
+                    }
+                }
+            }
+        }
+        let recorded = app.of_order(&order).await;
+        let calls = counting.calls.load(Ordering::SeqCst) - calls_before;
+        assert!(
+            voided.is_empty() || paid.is_empty(),
+            "round {round}: voided {voided:?} and paid {paid:?}"
+        );
+        if !voided.is_empty() {
+            voided_rounds += 1;
+            assert!(recorded.is_empty(), "round {round}: {recorded:?}");
+            assert_eq!(calls, 0, "round {round}");
+        } else {
+            // Every answer names the one payment.
+            charged_rounds += 1;
+            assert_eq!(recorded.len(), 1, "round {round}: {recorded:?}");
+            assert!(paid.iter().all(|id| *id == recorded[0].id), "round {round}");
+            assert_eq!(calls, 1, "round {round}");
+        }
+    }
+    assert_eq!(charged_rounds + voided_rounds, 12);
+    eprintln!("{charged_rounds} rounds charged, {voided_rounds} voided");
 }
