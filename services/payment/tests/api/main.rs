@@ -3,6 +3,7 @@
 //! with the shared test key, so no user service is needed.
 
 mod charge;
+mod commit;
 mod concurrency;
 mod crash;
 mod hostile;
