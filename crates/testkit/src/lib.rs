@@ -308,6 +308,7 @@ pub async fn spawn_user(db: TestDb, tweak: impl FnOnce(&mut emporium_user::Confi
 }
 
 pub use probe::{health_status, http_get, reflected_services};
+pub use stack::spawn_payment_with;
 pub use stack::{
     Stack, peers, saga_config, spawn_inventory, spawn_order, spawn_order_alone, spawn_payment,
     spawn_payment_with_processor,

@@ -125,6 +125,24 @@ pub async fn spawn_payment_with_processor(db: TestDb, processor: Arc<dyn Process
     .await
 }
 
+/// Starts the payment service over `db`, charging through `processor`;
+/// `tweak` adjusts its config first (a short claim lease, for instance).
+pub async fn spawn_payment_with(
+    db: TestDb,
+    processor: Arc<dyn Processor>,
+    tweak: impl FnOnce(&mut emporium_payment::Config),
+) -> Spawned {
+    spawn(db, |database, listeners, stop| {
+        let mut config = emporium_payment::Config {
+            base: base_config(database),
+            ..Default::default()
+        };
+        tweak(&mut config);
+        emporium_payment::serve_with_processor(config, processor, listeners, stop)
+    })
+    .await
+}
+
 /// Starts the order service over `db`, calling `peers`, with saga timing `saga`.
 pub async fn spawn_order(db: TestDb, peers: Peers, saga: SagaConfig) -> Spawned {
     spawn(db, |database, listeners, stop| {

@@ -287,6 +287,26 @@ impl NewCharge {
     }
 }
 
+/// A validated VoidCharge request: settle a charge key without charging.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChargeVoid {
+    /// The order the charge key is for.
+    pub order_id: OrderId,
+    /// The order's customer.
+    pub user_id: UserId,
+    /// The key the Charge was (or would have been) sent with.
+    pub idempotency_key: IdempotencyKey,
+}
+
+/// How VoidCharge settled a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    /// A Charge with the key was decided: this payment (as it is now).
+    Charged(Payment),
+    /// No Charge was decided with the key, and none ever will be.
+    Voided,
+}
+
 /// A validated Refund request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewRefund {

@@ -16,6 +16,10 @@ pub const ERROR_DOMAIN: &str = "payment.emporium";
 /// `ErrorInfo.reason` of ALREADY_EXISTS: the order already has a successful charge.
 pub const REASON_ORDER_ALREADY_PAID: &str = "ORDER_ALREADY_PAID";
 
+/// `ErrorInfo.reason` of FAILED_PRECONDITION: the charge key was voided by
+/// VoidCharge, so no Charge with it ever reaches the processor.
+pub const REASON_CHARGE_VOIDED: &str = "CHARGE_VOIDED";
+
 /// Everything that can go wrong in the payment service.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -46,6 +50,10 @@ pub enum Error {
         /// Why, lowercase.
         description: String,
     },
+    /// The charge key was voided (VoidCharge): nothing was or will be charged
+    /// with it.
+    #[error("the charge with this idempotency key was voided, nothing was charged")]
+    ChargeVoided,
     /// Another call holds what this one needs; retrying is safe.
     #[error("{0}")]
     Aborted(&'static str),
@@ -58,6 +66,12 @@ pub enum Error {
     /// The database failed.
     #[error("database error")]
     Database(#[from] sqlx::Error),
+    /// COMMIT itself failed: the transaction may or may not have been applied
+    /// (the connection can break after the server committed and before it
+    /// said so). UNKNOWN, never UNAVAILABLE, which would tell the caller that
+    /// nothing happened. Made only by `store::commit`.
+    #[error("the outcome is not known, retry with the same idempotency key")]
+    OutcomeUnknown(#[source] sqlx::Error),
     /// A bug or a broken invariant (e.g. a row that does not parse).; the cause is kept for the log.
     #[error("internal error")]
     Internal(#[from] InternalError),
@@ -101,10 +115,19 @@ impl From<Error> for Status {
                     description: description.clone(),
                 }],
             ),
+            Error::ChargeVoided => Status::with_error_details(
+                Code::FailedPrecondition,
+                e.to_string(),
+                ErrorDetails::with_error_info(REASON_CHARGE_VOIDED, ERROR_DOMAIN, HashMap::new()),
+            ),
             Error::Aborted(m) => Status::aborted(m),
             Error::ProcessorUnavailable => Status::unavailable(e.to_string()),
             Error::PermissionDenied(m) => Status::permission_denied(m),
             Error::Database(ref db) => emporium_common::db::status(db),
+            Error::OutcomeUnknown(ref db) => {
+                tracing::error!(error = %common_error::chain(db), "commit outcome unknown");
+                Status::unknown(e.to_string())
+            }
             Error::Internal(_) => common_error::internal(&e),
         }
     }
@@ -147,6 +170,23 @@ mod tests {
                 Code::Unavailable,
             ),
             (Error::Database(sqlx::Error::RowNotFound), Code::Internal),
+            (Error::ChargeVoided, Code::FailedPrecondition),
+            // A failed COMMIT may have committed: whatever the cause, even one
+            // that is UNAVAILABLE anywhere else, the answer is UNKNOWN.
+            (
+                Error::OutcomeUnknown(sqlx::Error::PoolTimedOut),
+                Code::Unknown,
+            ),
+            (
+                Error::OutcomeUnknown(sqlx::Error::Io(std::io::Error::from(
+                    std::io::ErrorKind::ConnectionReset,
+                ))),
+                Code::Unknown,
+            ),
+            (
+                Error::OutcomeUnknown(sqlx::Error::RowNotFound),
+                Code::Unknown,
+            ),
             (
                 Error::Internal("row id 'x' is not a uuid".into()),
                 Code::Internal,
@@ -177,6 +217,13 @@ mod tests {
         assert_eq!(
             (info.reason.as_str(), info.metadata["payment_id"].as_str()),
             (REASON_ORDER_ALREADY_PAID, id.to_string().as_str())
+        );
+
+        let s = Status::from(Error::ChargeVoided);
+        let info = s.get_details_error_info().expect("error info");
+        assert_eq!(
+            (info.reason.as_str(), info.domain.as_str()),
+            (REASON_CHARGE_VOIDED, ERROR_DOMAIN)
         );
 
         let s = Status::from(Error::NotRefundable {

@@ -14,8 +14,9 @@ use emporium_proto::payment::v1 as pb;
 
 use crate::{
     domain::{
-        DeclineReason, IdempotencyKey, ListFilter, Money, NewCharge, NewRefund, OrderId, Payment,
-        PaymentId, PaymentMethod, PaymentStatus, Refund, RefundReason, UserId,
+        ChargeVoid, DeclineReason, IdempotencyKey, ListFilter, Money, NewCharge, NewRefund,
+        OrderId, Payment, PaymentId, PaymentMethod, PaymentStatus, Refund, RefundReason, Settled,
+        UserId,
     },
     error::Error,
     service::Payments,
@@ -84,6 +85,41 @@ impl TryFrom<pb::ChargeRequest> for NewCharge {
                 idempotency_key,
             }),
             _ => Err(v),
+        }
+    }
+}
+
+impl TryFrom<pb::VoidChargeRequest> for ChargeVoid {
+    type Error = Violations;
+    fn try_from(r: pb::VoidChargeRequest) -> Result<Self, Violations> {
+        let mut v = Violations::new();
+        let order_id = v.check("order_id", OrderId::parse(&r.order_id));
+        let user_id = v.check("user_id", UserId::parse(&r.user_id));
+        let idempotency_key = v.check("idempotency_key", IdempotencyKey::parse(&r.idempotency_key));
+        match (order_id, user_id, idempotency_key) {
+            (Some(order_id), Some(user_id), Some(idempotency_key)) if v.is_empty() => {
+                Ok(ChargeVoid {
+                    order_id,
+                    user_id,
+                    idempotency_key,
+                })
+            }
+            _ => Err(v),
+        }
+    }
+}
+
+impl From<Settled> for pb::VoidChargeResponse {
+    fn from(s: Settled) -> Self {
+        match s {
+            Settled::Charged(payment) => pb::VoidChargeResponse {
+                payment: Some(payment.into()),
+                voided: false,
+            },
+            Settled::Voided => pb::VoidChargeResponse {
+                payment: None,
+                voided: true,
+            },
         }
     }
 }
@@ -197,11 +233,16 @@ impl pb::payment_service_server::PaymentService for PaymentApi {
 
     async fn void_charge(
         &self,
-        _req: Request<pb::VoidChargeRequest>,
+        req: Request<pb::VoidChargeRequest>,
     ) -> RpcResult<pb::VoidChargeResponse> {
-        Err(emporium_common::rpc::Status::unimplemented(
-            "VoidCharge is not implemented yet",
-        ))
+        let caller = caller(&req)?;
+        // Who may call comes before what the request says.
+        caller
+            .ensure_order_service()
+            .map_err(Error::PermissionDenied)?;
+        let void = ChargeVoid::try_from(req.into_inner()).map_err(Error::InvalidArgument)?;
+        let settled = self.payments.void_charge(&caller, void).await?;
+        Ok(Response::new(settled.into()))
     }
 
     async fn get_payment(

@@ -1,5 +1,6 @@
 //! Emporium's payment service: idempotent charges and refunds against a
-//! simulated card processor.
+//! simulated card processor, and VoidCharge, which settles a charge key without
+//! charging.
 //!
 //! It owns the payments database and calls no other service; in the order saga
 //! only the order service calls it. It is not a real payment gateway: the
@@ -61,6 +62,8 @@ pub async fn serve_with_processor(
         processor,
         config.payment.claim_lease(),
     );
+    #[cfg(feature = "testing")]
+    let payments = payments.crash_after(config.payment.crash_point());
 
     let result = Server::for_service("payment", base)?
         .readiness(db.readiness())

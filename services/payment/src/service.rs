@@ -7,6 +7,12 @@
 //! in one transaction. Whoever comes with the same key meanwhile gets ABORTED;
 //! whoever comes later gets the recorded outcome. A claim whose holder died is
 //! taken over once its lease has run out.
+//!
+//! VoidCharge settles a charge key without charging, for a caller that does not
+//! know a Charge's outcome: it returns the decided payment, or ABORTED while
+//! the claim is fresh, or else writes the key's tombstone (inserting the key's
+//! row, or taking a dead holder's claim over), after which no Charge with that
+//! key reaches the processor.
 
 use std::{sync::Arc, time::Duration};
 
@@ -21,19 +27,21 @@ use uuid::Uuid;
 
 use crate::{
     domain::{
-        ListFilter, NewCharge, NewRefund, Payment, PaymentId, PaymentStatus, Refund, RefundId,
-        UserId,
+        ChargeVoid, ListFilter, NewCharge, NewRefund, Payment, PaymentId, PaymentStatus, Refund,
+        RefundId, Settled, UserId,
     },
     error::Error,
     processor::{ChargeAttempt, Decision, Processor},
     store::{
-        KeyRecord, Operation, Recorded, RefundState, RefundUnits, RefundWrite, RefundWritten, Store,
+        KeyRecord, Operation, Recorded, RefundState, RefundUnits, RefundWrite, RefundWritten,
+        Store, VOIDED,
     },
 };
 
 const KEY_RUNNING: &str = "a charge with this idempotency key is still running, retry";
 const ORDER_RUNNING: &str = "another charge for this order is still running, retry";
 const REFUND_RACED: &str = "another refund changed this payment meanwhile, retry";
+const VOID_RACED: &str = "the charge key changed meanwhile, retry";
 
 /// One page of payments, newest first.
 pub type Page = paging::Page<Payment, TimeCursor>;
@@ -44,6 +52,9 @@ pub struct Payments {
     store: Store,
     processor: Arc<dyn Processor>,
     lease_micros: i64,
+    /// The `payment.crash_after` failpoint (tests only).
+    #[cfg(feature = "testing")]
+    crash_after: Option<crate::config::CrashPoint>,
 }
 
 /// What claiming a charge key found.
@@ -54,6 +65,16 @@ enum Claimed {
     Finished(PaymentId),
 }
 
+/// What a stored charge key says, as far as VoidCharge is concerned.
+enum KeyState {
+    /// Decided: this payment.
+    Decided(PaymentId),
+    /// Voided already.
+    Voided,
+    /// Claimed by a running (or dead) charge.
+    Claimed(KeyRecord),
+}
+
 impl Payments {
     /// The service over a migrated store, charging through `processor`. A charge
     /// claim older than `claim_lease` is presumed dead and may be taken over.
@@ -62,6 +83,24 @@ impl Payments {
             store,
             processor,
             lease_micros: i64::try_from(claim_lease.as_micros()).unwrap_or(i64::MAX),
+            #[cfg(feature = "testing")]
+            crash_after: None,
+        }
+    }
+
+    /// Arms the `payment.crash_after` failpoint (tests only).
+    #[cfg(feature = "testing")]
+    pub fn crash_after(mut self, point: Option<crate::config::CrashPoint>) -> Self {
+        self.crash_after = point;
+        self
+    }
+
+    /// Aborts the process when the failpoint is armed at `point`.
+    #[cfg(feature = "testing")]
+    fn failpoint(&self, point: crate::config::CrashPoint) {
+        if self.crash_after == Some(point) {
+            tracing::error!(?point, "crash_after failpoint: aborting");
+            std::process::abort();
         }
     }
 
@@ -97,6 +136,8 @@ impl Payments {
         if let Claimed::Finished(id) = self.claim(&c, &fingerprint, &token).await? {
             return self.replay_charge(id).await;
         }
+        #[cfg(feature = "testing")]
+        self.failpoint(crate::config::CrashPoint::ChargeClaimed);
         if let Some(paid) = self.store.successful_payment(c.order_id).await? {
             self.store.release(&c.idempotency_key, &token).await?;
             return Err(Error::AlreadyPaid(paid));
@@ -157,6 +198,8 @@ impl Payments {
             }
             Recorded::ClaimLost => return Err(Error::Aborted(KEY_RUNNING)),
         }
+        #[cfg(feature = "testing")]
+        self.failpoint(crate::config::CrashPoint::ChargeCommitted);
         tracing::debug!(
             payment_id = %payment.id,
             order_id = %payment.order_id,
@@ -181,6 +224,14 @@ impl Payments {
             }
             let stale_before = now.saturating_sub(self.lease_micros);
             match self.store.key(Operation::Charge, key).await? {
+                // Voided: this key never charges, whatever the request says.
+                Some(k) if k.result_id.as_deref() == Some(VOIDED) => {
+                    return if k.order_id == Some(c.order_id.to_string()) {
+                        Err(Error::ChargeVoided)
+                    } else {
+                        Err(key_reused())
+                    };
+                }
                 Some(k) if k.fingerprint != fingerprint => return Err(key_reused()),
                 Some(KeyRecord {
                     result_id: Some(id),
@@ -226,6 +277,76 @@ impl Payments {
             .await?
             .ok_or_else(|| Error::Internal(format!("key result {id} has no payment").into()))?;
         charge_outcome(payment.as_charged())
+    }
+
+    /// Settles a charge key without charging: the payment a Charge with it
+    /// decided, or else the key is voided for good. ABORTED while a Charge
+    /// with the key runs (its claim is fresh). Idempotent.
+    pub async fn void_charge(&self, caller: &Caller, v: ChargeVoid) -> Result<Settled, Error> {
+        if !caller.may_act_for(v.user_id.0) {
+            return Err(Error::PermissionDenied(
+                "customers may settle charges only for themselves",
+            ));
+        }
+        // Like a charge, it runs to its end even if the caller goes away.
+        let this = self.clone();
+        let work = async move { this.run_void(v).await };
+        tokio::spawn(work.instrument(tracing::Span::current()))
+            .await
+            .map_err(|e| Error::Internal(InternalError::caused_by("the void task failed", e)))?
+    }
+
+    async fn run_void(&self, v: ChargeVoid) -> Result<Settled, Error> {
+        let key = &v.idempotency_key;
+        let token = Uuid::now_v7().to_string();
+        // A second round only when the key changed between reading and writing.
+        for _ in 0..3 {
+            let now = now_micros();
+            let state = match self.store.key(Operation::Charge, key).await? {
+                None => {
+                    // The key's row is the lock a Charge claims: whichever
+                    // insert wins decides, and the loser reads the winner's.
+                    if self.store.void_unused(key, v.order_id, &token, now).await? {
+                        tracing::info!(order_id = %v.order_id, "voided an unused charge key");
+                        return Ok(Settled::Voided);
+                    }
+                    continue;
+                }
+                Some(k) if k.order_id != Some(v.order_id.to_string()) => {
+                    return Err(key_of_another_order());
+                }
+                Some(k) => key_state(k)?,
+            };
+            match state {
+                KeyState::Decided(id) => {
+                    let payment = self.store.payment(id).await?.ok_or_else(|| {
+                        Error::Internal(format!("key result {id} has no payment").into())
+                    })?;
+                    if payment.user_id != v.user_id {
+                        return Err(Error::InvalidArgument(Violations::one(
+                            "user_id",
+                            "is not the customer of the charge with this key",
+                        )));
+                    }
+                    return Ok(Settled::Charged(payment));
+                }
+                KeyState::Voided => return Ok(Settled::Voided),
+                KeyState::Claimed(k) if k.claimed_at < now.saturating_sub(self.lease_micros) => {
+                    // The holder died (or overran its lease): the same fencing
+                    // as a charge's take-over, then the tombstone, in one write.
+                    if self
+                        .store
+                        .void_claim(key, &k.claim_token, &token, now)
+                        .await?
+                    {
+                        tracing::warn!(order_id = %v.order_id, "voided an abandoned charge claim");
+                        return Ok(Settled::Voided);
+                    }
+                }
+                KeyState::Claimed(_) => return Err(Error::Aborted(KEY_RUNNING)),
+            }
+        }
+        Err(Error::Aborted(VOID_RACED))
     }
 
     /// Gives back part or all of a captured payment; idempotent by key. Returns
@@ -367,6 +488,25 @@ fn key_reused() -> Error {
         "idempotency_key",
         "was already used with a different request",
     ))
+}
+
+fn key_of_another_order() -> Error {
+    Error::InvalidArgument(Violations::one(
+        "idempotency_key",
+        "belongs to a charge for another order",
+    ))
+}
+
+/// A stored charge key of the right order, read for VoidCharge.
+fn key_state(k: KeyRecord) -> Result<KeyState, Error> {
+    Ok(match k.result_id.as_deref() {
+        None => KeyState::Claimed(k),
+        Some(VOIDED) => KeyState::Voided,
+        Some(id) => KeyState::Decided(
+            PaymentId::parse(id)
+                .map_err(|_| Error::Internal(format!("stored result {id:?} is invalid").into()))?,
+        ),
+    })
 }
 
 fn charge_outcome(payment: Payment) -> Result<Payment, Error> {

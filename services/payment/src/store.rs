@@ -2,7 +2,7 @@
 //! `$n` placeholders that run on SQLite and PostgreSQL alike. No rules here,
 //! only reads, writes and the transactions that keep them consistent.
 
-use emporium_common::db::{Db, DbFailure, classify};
+use emporium_common::db::{Db, DbFailure, Tx, classify};
 use sqlx::FromRow;
 
 use crate::{
@@ -12,6 +12,27 @@ use crate::{
     },
     error::Error,
 };
+
+/// `result_id` of a charge key settled by VoidCharge without a charge: the
+/// key's tombstone. Not NULL, so it is no running claim (take-over, release,
+/// recording and the one-running-charge-per-order index all leave it alone),
+/// and never a payment id (those are UUIDs).
+pub const VOIDED: &str = "VOIDED";
+
+/// Commits a transaction whose effects a client may retry to learn about. A
+/// failed COMMIT is ambiguous (the server may have committed before the
+/// connection broke), so its error is [`Error::OutcomeUnknown`] (UNKNOWN),
+/// never [`Error::Database`] (UNAVAILABLE = "nothing happened, retry").
+///
+/// Why here and not in the kit's `Tx::commit`: every service's store turns
+/// `Tx::commit`'s `sqlx::Error` into its own error with `?`; changing its type
+/// would change every service at once (the order service is being rewritten in
+/// parallel), while the promise this keeps — a key's outcome is never reported
+/// as "not executed" when it may be recorded — is the payment service's.
+/// Every commit in this file goes through here.
+async fn commit(tx: Tx) -> Result<(), Error> {
+    tx.commit().await.map_err(Error::OutcomeUnknown)
+}
 
 /// The embedded migrations of this service.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -132,9 +153,13 @@ impl Operation {
 /// A stored idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct KeyRecord {
-    /// The canonical request the key was first used with.
+    /// The canonical request the key was first used with (for a key voided
+    /// before any Charge used it: [`void_fingerprint`]).
     pub fingerprint: String,
-    /// The payment or refund it produced; `None` while a charge is running.
+    /// Charge keys: the order.
+    pub order_id: Option<String>,
+    /// The payment or refund it produced; `None` while a charge is running;
+    /// [`VOIDED`] for a voided charge key.
     pub result_id: Option<String>,
     /// The running claim's holder.
     pub claim_token: String,
@@ -208,6 +233,12 @@ pub enum RefundWritten {
     Refused(RefundState),
 }
 
+/// The fingerprint of a key voided before any Charge used it: no Charge
+/// request has this shape, so it never matches one.
+pub fn void_fingerprint(order_id: OrderId) -> String {
+    format!("void/v1 order_id={order_id}")
+}
+
 fn unique_is_none<T>(r: Result<T, sqlx::Error>) -> Result<Option<T>, Error> {
     match r {
         Ok(v) => Ok(Some(v)),
@@ -259,7 +290,7 @@ impl Store {
         key: &IdempotencyKey,
     ) -> Result<Option<KeyRecord>, Error> {
         Ok(sqlx::query_as(
-            "SELECT fingerprint, result_id, claim_token, claimed_at FROM idempotency_keys \
+            "SELECT fingerprint, order_id, result_id, claim_token, claimed_at FROM idempotency_keys \
              WHERE operation = $1 AND idempotency_key = $2",
         )
         .bind(operation.as_str())
@@ -289,6 +320,70 @@ impl Store {
         .execute(self.db.writer())
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Voids a charge key nobody used: writes its tombstone, unless the key is
+    /// already stored (then `false`). The key's row is the lock a Charge claims
+    /// too, so whichever insert wins decides.
+    pub async fn void_unused(
+        &self,
+        key: &IdempotencyKey,
+        order_id: OrderId,
+        token: &str,
+        now: i64,
+    ) -> Result<bool, Error> {
+        let mut tx = self.db.begin("void_charge").await?;
+        let r = sqlx::query(
+            "INSERT INTO idempotency_keys \
+               (operation, idempotency_key, fingerprint, order_id, result_id, claim_token, claimed_at) \
+             VALUES ('charge', $1, $2, $3, $4, $5, $6)",
+        )
+        .bind(key.as_str())
+        .bind(void_fingerprint(order_id))
+        .bind(order_id.to_string())
+        .bind(VOIDED)
+        .bind(token)
+        .bind(now)
+        .execute(&mut *tx)
+        .await;
+        if unique_is_none(r)?.is_none() {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        commit(tx).await?;
+        Ok(true)
+    }
+
+    /// Voids a charge claim still held by `old_token` (its holder presumed
+    /// dead), with the same fencing as [`Self::take_over`]: `false` when it
+    /// changed meanwhile. The holder, should it still be alive, can record
+    /// nothing afterwards (its token no longer holds the claim).
+    pub async fn void_claim(
+        &self,
+        key: &IdempotencyKey,
+        old_token: &str,
+        new_token: &str,
+        now: i64,
+    ) -> Result<bool, Error> {
+        let mut tx = self.db.begin("void_charge").await?;
+        let done = sqlx::query(
+            "UPDATE idempotency_keys SET result_id = $3, claim_token = $4, claimed_at = $5 \
+             WHERE operation = 'charge' AND idempotency_key = $1 AND claim_token = $2 \
+               AND result_id IS NULL",
+        )
+        .bind(key.as_str())
+        .bind(old_token)
+        .bind(VOIDED)
+        .bind(new_token)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        commit(tx).await?;
+        Ok(true)
     }
 
     /// Gives a running charge claim up, so the key is unused again.
@@ -379,7 +474,7 @@ impl Store {
             tx.rollback().await?;
             return Ok(Recorded::OrderAlreadyPaid);
         }
-        tx.commit().await?;
+        commit(tx).await?;
         Ok(Recorded::Done)
     }
 
@@ -461,7 +556,7 @@ impl Store {
         .bind(at)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
+        commit(tx).await?;
         Ok(RefundWritten::Done { seq })
     }
 

@@ -480,6 +480,7 @@ fn key() -> BoxedStrategy<String> {
 enum Op {
     Charge(pb::ChargeRequest),
     Refund(pb::RefundRequest),
+    Void(pb::VoidChargeRequest),
     Get(pb::GetPaymentRequest),
     List(pb::ListPaymentsRequest),
 }
@@ -491,6 +492,15 @@ fn op(user: String, payment: String, order_id: String) -> impl Strategy<Value = 
         "pm_card_insufficient_funds".to_owned(),
         "pm_card_error".to_owned(),
     ]));
+    let void = (id(vec![order_id.clone()]), id(vec![user.clone()]), key()).prop_map(
+        |(order_id, user_id, idempotency_key)| {
+            Op::Void(pb::VoidChargeRequest {
+                order_id,
+                user_id,
+                idempotency_key,
+            })
+        },
+    );
     let charge = (
         id(vec![order_id]),
         id(vec![user.clone()]),
@@ -539,7 +549,7 @@ fn op(user: String, payment: String, order_id: String) -> impl Strategy<Value = 
                 page_token,
             })
         });
-    prop_oneof![charge, refund, get, list]
+    prop_oneof![charge, refund, void, get, list]
 }
 
 #[test]
@@ -564,6 +574,7 @@ fn generated_hostile_requests_never_fail_internally() {
                     (c.charge(bearer(r, &service())).await.map(drop), transient)
                 }
                 Op::Refund(r) => (c.refund(bearer(r, &service())).await.map(drop), false),
+                Op::Void(r) => (c.void_charge(bearer(r, &service())).await.map(drop), false),
                 Op::Get(r) => (c.get_payment(bearer(r, &admin)).await.map(drop), false),
                 Op::List(r) => (c.list_payments(bearer(r, &admin)).await.map(drop), false),
             }

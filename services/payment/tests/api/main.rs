@@ -3,7 +3,9 @@
 //! with the shared test key, so no user service is needed.
 
 mod charge;
+mod commit;
 mod concurrency;
+mod crash;
 mod hostile;
 mod listing;
 mod mtls;
@@ -11,6 +13,7 @@ mod refund;
 mod server;
 mod store;
 mod validation;
+mod void;
 
 pub(crate) use emporium_testkit::{refused, violated_fields};
 use std::sync::{
@@ -30,7 +33,8 @@ use emporium_payment::{
 };
 use emporium_proto::{common::v1 as common_pb, payment::v1 as pb};
 use emporium_testkit::{
-    Spawned, TestDb, bearer, spawn_payment, spawn_payment_with_processor, tokens,
+    Spawned, TestDb, bearer, spawn_payment, spawn_payment_with, spawn_payment_with_processor,
+    tokens,
 };
 use futures::future::BoxFuture;
 use pb::payment_service_client::PaymentServiceClient;
@@ -56,6 +60,18 @@ pub(crate) async fn app(db: TestDb) -> App {
 pub(crate) async fn app_with(db: TestDb, processor: Arc<dyn Processor>) -> App {
     let database = db.config();
     let svc = spawn_payment_with_processor(db, processor).await;
+    connect(svc, database).await
+}
+
+/// The service charging through `processor`, presuming a charge claim dead
+/// after `lease_ms` (the shortest lease the config accepts is 1000 ms).
+pub(crate) async fn app_with_lease(
+    db: TestDb,
+    processor: Arc<dyn Processor>,
+    lease_ms: u64,
+) -> App {
+    let database = db.config();
+    let svc = spawn_payment_with(db, processor, |c| c.payment.claim_lease_ms = lease_ms).await;
     connect(svc, database).await
 }
 
@@ -158,6 +174,14 @@ pub(crate) fn charge_req(
     }
 }
 
+pub(crate) fn void_req(order_id: &str, user_id: &str, key: &str) -> pb::VoidChargeRequest {
+    pb::VoidChargeRequest {
+        order_id: order_id.into(),
+        user_id: user_id.into(),
+        idempotency_key: key.into(),
+    }
+}
+
 pub(crate) fn refund_req(payment_id: &str, units: Option<i64>, key: &str) -> pb::RefundRequest {
     pb::RefundRequest {
         payment_id: payment_id.into(),
@@ -221,6 +245,22 @@ impl App {
         };
         self.client
             .refund(bearer(req, &token))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// VoidCharge through the order service acting for `user_id` (any user
+    /// when it is not a UUID, so validation gets to see it).
+    pub(crate) async fn void(
+        &mut self,
+        order_id: &str,
+        user_id: &str,
+        key: &str,
+    ) -> Result<pb::VoidChargeResponse, Status> {
+        let user = Uuid::parse_str(user_id).unwrap_or_else(|_| Uuid::now_v7());
+        let token = emporium_testkit::order_service_token("payment", user);
+        self.client
+            .void_charge(bearer(void_req(order_id, user_id, key), &token))
             .await
             .map(|r| r.into_inner())
     }
