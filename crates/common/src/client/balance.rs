@@ -78,7 +78,12 @@ impl fmt::Debug for Endpoint {
 
 impl Endpoint {
     /// An endpoint over `channel` with a closed breaker.
-    pub fn new(addr: Option<SocketAddr>, label: String, channel: Channel, policy: BreakerPolicy) -> Self {
+    pub fn new(
+        addr: Option<SocketAddr>,
+        label: String,
+        channel: Channel,
+        policy: BreakerPolicy,
+    ) -> Self {
         Self {
             addr,
             label,
@@ -163,7 +168,11 @@ impl Endpoints {
                 n => {
                     let a = random(n);
                     let b = (a + 1 + random(n - 1)) % n;
-                    if open[b].in_flight() < open[a].in_flight() { b } else { a }
+                    if open[b].in_flight() < open[a].in_flight() {
+                        b
+                    } else {
+                        a
+                    }
                 }
             };
             let chosen = open.swap_remove(i);
@@ -178,13 +187,19 @@ impl Endpoints {
     /// Replaces the set with `addrs`: keeps the endpoints (and their
     /// connections and breakers) of addresses still there, makes new ones with
     /// `make`, drops the rest. An empty `addrs` changes nothing.
-    pub fn update(&self, addrs: &[SocketAddr], mut make: impl FnMut(SocketAddr) -> Option<Endpoint>) -> bool {
+    pub fn update(
+        &self,
+        addrs: &[SocketAddr],
+        mut make: impl FnMut(SocketAddr) -> Option<Endpoint>,
+    ) -> bool {
         if addrs.is_empty() {
             return false;
         }
         let mut list = self.list.write().unwrap_or_else(|e| e.into_inner());
         let same = list.len() == addrs.len()
-            && list.iter().all(|e| e.addr.is_some_and(|a| addrs.contains(&a)));
+            && list
+                .iter()
+                .all(|e| e.addr.is_some_and(|a| addrs.contains(&a)));
         if same {
             return false;
         }
@@ -250,7 +265,12 @@ mod tests {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
             .unwrap()
             .connect_lazy();
-        Endpoint::new(Some(addr), addr.to_string(), channel, BreakerPolicy::default())
+        Endpoint::new(
+            Some(addr),
+            addr.to_string(),
+            channel,
+            BreakerPolicy::default(),
+        )
     }
 
     #[tokio::test]

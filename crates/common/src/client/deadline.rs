@@ -102,9 +102,15 @@ mod tests {
     #[test]
     fn small_remainders_are_kept_and_rounded_up() {
         let now = Instant::now();
-        assert_eq!(margin(Duration::from_millis(200)), Duration::from_millis(20));
+        assert_eq!(
+            margin(Duration::from_millis(200)),
+            Duration::from_millis(20)
+        );
         assert_eq!(header_value(now + Duration::from_micros(1), now), "1m");
-        assert_eq!(header_value(now + Duration::from_millis(1500), now), "1500m");
+        assert_eq!(
+            header_value(now + Duration::from_millis(1500), now),
+            "1500m"
+        );
         assert_eq!(header_value(now, now), "0m");
     }
 }

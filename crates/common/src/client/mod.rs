@@ -117,11 +117,18 @@ pub fn channel_with_resolver(
         reason: "is not a URI".into(),
     })?;
     if let Some(host) = uri.host()
-        && host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_err()
+        && host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_err()
     {
         let port = uri
             .port_u16()
-            .unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
+            .unwrap_or(if uri.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            });
         let config = peer.clone();
         balance::spawn_resolver(
             name.to_owned(),
@@ -366,7 +373,10 @@ impl Inner {
             attempt += 1;
             let now = Instant::now();
             if now >= deadline {
-                let s = Status::deadline_exceeded(format!("deadline passed before calling {}", self.peer));
+                let s = Status::deadline_exceeded(format!(
+                    "deadline passed before calling {}",
+                    self.peer
+                ));
                 call.on_status(s.code(), s.message(), None);
                 return Err(s.into());
             }
@@ -394,7 +404,8 @@ impl Inner {
             .await;
             let (code, result): (Code, Result<http::Response<Body>, BoxError>) = match answer {
                 Err(_) => {
-                    let s = Status::deadline_exceeded(format!("{} did not answer in time", self.peer));
+                    let s =
+                        Status::deadline_exceeded(format!("{} did not answer in time", self.peer));
                     (s.code(), Err(s.into()))
                 }
                 Ok(Err(e)) => (transport_code(&e), Err(e.into())),

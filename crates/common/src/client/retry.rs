@@ -146,8 +146,12 @@ mod tests {
         assert!(is_safe("/emporium.payment.v1.PaymentService/Charge"));
         assert!(is_safe("/emporium.user.v1.UserService/GetUser"));
         assert!(!is_safe("/emporium.user.v1.UserService/CreateUser"));
-        assert!(!is_safe("/emporium.inventory.v1.InventoryService/CreateProduct"));
-        assert!(!is_safe("/emporium.order.v1.OrderService/WatchOrderUpdates"));
+        assert!(!is_safe(
+            "/emporium.inventory.v1.InventoryService/CreateProduct"
+        ));
+        assert!(!is_safe(
+            "/emporium.order.v1.OrderService/WatchOrderUpdates"
+        ));
         assert!(!is_safe("/emporium.user.v1.UserService/StreamUsers"));
         assert!(is_retryable(Code::Unavailable));
         assert!(!is_retryable(Code::DeadlineExceeded));

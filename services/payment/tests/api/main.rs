@@ -8,6 +8,7 @@ mod concurrency;
 mod crash;
 mod hostile;
 mod listing;
+mod lost_reply;
 mod mtls;
 mod refund;
 mod server;
