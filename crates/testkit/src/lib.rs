@@ -84,6 +84,20 @@ impl TestDb {
         }
     }
 
+    /// Another handle to this very database (PostgreSQL), for a second replica
+    /// of a service: dropping either handle leaves the database in place.
+    pub fn same(&self) -> Self {
+        assert_eq!(
+            self.backend, "postgres",
+            "replicas share a PostgreSQL database"
+        );
+        Self {
+            url: self.url.clone(),
+            backend: self.backend,
+            _dir: None,
+        }
+    }
+
     /// The connection URL.
     pub fn url(&self) -> &str {
         &self.url
@@ -212,6 +226,14 @@ impl Spawned {
             Some(task) => task.await.map_err(|e| e.to_string())?,
             None => Ok(()),
         }
+    }
+
+    /// A handle to this service's database (PostgreSQL), for a second replica.
+    pub fn same_db(&self) -> TestDb {
+        self.db
+            .as_ref()
+            .expect("a spawned service has its database")
+            .same()
     }
 
     /// [`Self::stop`], then drops the database too.

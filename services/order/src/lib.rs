@@ -77,6 +77,7 @@ pub async fn serve_with_peers(
     );
     let store = store::Store::new(db.clone());
     let saga = saga::Saga::new(store.clone(), leases, peers, timing, events.clone());
+    let (halting, stopping) = (saga.clone(), saga.clone());
 
     // The sweeper: at start (recovery after a crash) and then periodically.
     let sweeper = {
@@ -95,6 +96,13 @@ pub async fn serve_with_peers(
         })
     };
 
+    // Other replicas' changes reach this one's watchers (PostgreSQL).
+    let follower = tokio::spawn(service::follow_changes(
+        db.clone(),
+        store.clone(),
+        events.clone(),
+    ));
+
     let (draining_tx, draining) = watch::channel(false);
     let orders = service::Orders::new(
         store,
@@ -103,6 +111,7 @@ pub async fn serve_with_peers(
         Duration::from_millis(config.saga.create_wait_ms),
         draining,
     );
+    let grace = base.server.shutdown_grace();
     let result = Server::for_service("order", base)?
         .readiness(db.readiness())
         .add_service(grpc::OrderApi::new(orders).into_server(base.server.max_message_bytes))
@@ -110,9 +119,15 @@ pub async fn serve_with_peers(
             shutdown.await;
             // Open watches end now, so they do not hold the drain open.
             let _ = draining_tx.send(true);
+            // No new claims; runs hand their orders off at their next saved step.
+            halting.halt();
         })
         .await;
+    // Sagas reach a saved step and hand their orders off, so another replica
+    // resumes them at once rather than when the leases run out.
     sweeper.abort();
+    stopping.wait_idle(grace).await;
+    follower.abort();
     db.close().await;
     Ok(result?)
 }

@@ -102,6 +102,13 @@ impl Running {
         })
     }
 
+    fn is_empty(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_empty()
+    }
+
     fn contains(&self, id: Uuid) -> bool {
         self.0
             .lock()
@@ -119,6 +126,9 @@ pub struct Saga {
     timing: Timing,
     running: Running,
     events: broadcast::Sender<Order>,
+    /// Turns true when the process stops: runs hand their orders off at the
+    /// next saved step, and the sweeper claims nothing more.
+    stopping: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// One order being driven, with the lease that fences its writes.
@@ -144,7 +154,31 @@ impl Saga {
             timing,
             running: Running::default(),
             events,
+            stopping: Arc::new(tokio::sync::watch::channel(false).0),
         }
+    }
+
+    /// Stops driving sagas: no new claims, and every run gives its order's
+    /// lease up at its next saved step, so another replica resumes it at once.
+    pub fn halt(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Resolves when no run is left, or after `grace` (the rest then end with
+    /// the process, and their leases run out as after a crash).
+    pub async fn wait_idle(&self, grace: Duration) {
+        let idle = async {
+            while !self.running.is_empty() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        if tokio::time::timeout(grace, idle).await.is_err() {
+            tracing::warn!("saga runs still going at the end of the grace period");
+        }
+    }
+
+    fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
     }
 
     /// The lease protocol this engine follows.
@@ -214,6 +248,13 @@ impl Saga {
         loop {
             let step = run.order.step;
             if step == Step::Done {
+                return Ok(run.order);
+            }
+            if self.is_stopping() {
+                // At a saved step: another replica can take over from here now.
+                self.leases.hand_off(run.lease).await?;
+                tracing::info!(order_id = %run.order.id, step = %step, "saga handed off: this process is stopping");
+                metrics::counter!("order_saga_handed_off_total").increment(1);
                 return Ok(run.order);
             }
             let span = tracing::info_span!(
@@ -581,6 +622,9 @@ impl Saga {
     /// crash, or its pause is over). Returns how many runs it started.
     pub async fn sweep(&self) -> Result<usize, Error> {
         let mut started = 0;
+        if self.is_stopping() {
+            return Ok(0);
+        }
         for id in self.leases.due(100).await? {
             // Each early exit below, `?` included, drops the guard.
             let Some(guard) = self.begin(id) else {

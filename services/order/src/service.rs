@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use emporium_common::{
     auth::Caller,
+    db::{Db, Notice},
     paging::{self, PageSize, TimeCursor},
     time::now_micros,
 };
@@ -17,7 +18,7 @@ use crate::{
     error::Error,
     lease::Lease,
     saga::Saga,
-    store::{Inserted, ListQuery, Store},
+    store::{CHANGES, Inserted, ListQuery, Store},
 };
 
 /// How long before the caller's deadline CreateOrder and CancelOrder answer
@@ -403,6 +404,63 @@ impl Orders {
                 }
             }
         }))
+    }
+}
+
+/// Tells this replica's watchers of the changes other replicas store (on
+/// PostgreSQL; on SQLite one process owns the database and this ends at once).
+/// After any gap in the notices it reads back what changed meanwhile.
+pub async fn follow_changes(db: Db, store: Store, events: broadcast::Sender<Order>) {
+    // Replicas' clocks differ a little: read back a margin before the gap.
+    const SLACK_MICROS: i64 = 5_000_000;
+    let mut heard = now_micros();
+    loop {
+        let mut listener = match db.listen(CHANGES).await {
+            Ok(Some(l)) => l,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for order changes; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let mut gap = true;
+        loop {
+            if gap {
+                match store.changed_since(heard - SLACK_MICROS, 10_000).await {
+                    Ok(orders) => {
+                        for order in orders {
+                            let _ = events.send(order);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot read back order changes"),
+                }
+                gap = false;
+            }
+            match listener.next().await {
+                Ok(Notice::Changed(id)) => {
+                    heard = now_micros();
+                    let Ok(id) = Uuid::try_parse(&id) else {
+                        continue;
+                    };
+                    match store.get(id).await {
+                        Ok(Some(order)) => {
+                            let _ = events.send(order);
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(order_id = %id, error = %e, "cannot read a changed order");
+                            gap = true;
+                        }
+                    }
+                }
+                Ok(Notice::Gap) => gap = true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "lost the order change notices; reconnecting");
+                    break;
+                }
+            }
+        }
     }
 }
 

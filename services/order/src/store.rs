@@ -17,6 +17,10 @@ use crate::{
     lease::Lease,
 };
 
+/// The PostgreSQL channel on which every stored change of an order is
+/// announced (payload: the order id), so each replica can tell its watchers.
+pub const CHANGES: &str = "emporium_order_changes";
+
 /// The embedded migrations of this service.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -179,6 +183,9 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        self.db
+            .notify(&mut tx, CHANGES, &order.id.to_string())
+            .await?;
         tx.commit().await?;
         Ok(Inserted::New(Lease {
             order_id: order.id,
@@ -228,6 +235,26 @@ impl Store {
         Ok(Some(
             row.into_order(items.into_iter().map(Item::from).collect())?,
         ))
+    }
+
+    /// Orders changed at or after `since` (µs), oldest change first, at most
+    /// `limit`: what a replica reads back after it may have missed notices.
+    pub async fn changed_since(&self, since: i64, limit: u32) -> Result<Vec<Order>, Error> {
+        let ids: Vec<(String,)> = sqlx::query_as(
+            "SELECT id FROM orders WHERE updated_at >= $1 ORDER BY updated_at LIMIT $2",
+        )
+        .bind(since)
+        .bind(i64::from(limit))
+        .fetch_all(self.db.reader())
+        .await?;
+        let mut orders = Vec::with_capacity(ids.len());
+        for (id,) in ids {
+            let id = Uuid::try_parse(&id).map_err(|_| corrupt("order id", &id))?;
+            if let Some(order) = self.get(id).await? {
+                orders.push(order);
+            }
+        }
+        Ok(orders)
     }
 
     /// A page of orders, newest first.
@@ -323,6 +350,9 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        self.db
+            .notify(&mut tx, CHANGES, &order.id.to_string())
+            .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -338,6 +368,7 @@ impl Store {
         now: i64,
         lease_until: i64,
     ) -> Result<Option<Lease>, Error> {
+        let mut tx = self.db.begin("request_cancel").await?;
         let epoch: Option<(i64,)> = sqlx::query_as(
             "UPDATE orders SET step = 'cancel_confirmed', cancel_reason = $2, cancel_detail = $3, \
                version = version + 1, updated_at = $4, lease_owner = $5, lease_until = $6, \
@@ -351,8 +382,12 @@ impl Store {
         .bind(now)
         .bind(owner)
         .bind(lease_until)
-        .fetch_optional(self.db.writer())
+        .fetch_optional(&mut *tx)
         .await?;
+        if epoch.is_some() {
+            self.db.notify(&mut tx, CHANGES, &id.to_string()).await?;
+        }
+        tx.commit().await?;
         Ok(epoch.map(|(epoch,)| Lease {
             order_id: id,
             epoch,

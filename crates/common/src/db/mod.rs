@@ -6,6 +6,7 @@
 //! in the busy handler. On PostgreSQL both handles are the same pool.
 
 mod errors;
+mod notify;
 mod tx;
 
 use std::{
@@ -24,6 +25,7 @@ use tracing::{Instrument as _, field::Empty};
 
 pub use self::{
     errors::{DbFailure, classify, status},
+    notify::{Listener, Notice},
     tx::Tx,
 };
 use crate::config::DatabaseConfig;
@@ -54,6 +56,8 @@ pub struct Db {
     reader: AnyPool,
     backend: Backend,
     name: Arc<str>,
+    /// PostgreSQL only: where a [`Listener`] connects.
+    url: Option<Arc<str>>,
 }
 
 /// Opening or migrating the database failed.
@@ -98,6 +102,7 @@ impl Db {
                 reader,
                 backend: Backend::Sqlite,
                 name: database_name(&url).into(),
+                url: None,
             }
             .measured())
         } else {
@@ -112,6 +117,7 @@ impl Db {
                 reader: pool,
                 backend: Backend::Postgres,
                 name: database_name(url).into(),
+                url: Some(url.into()),
             }
             .measured())
         }

@@ -7,6 +7,7 @@ mod crash;
 mod hostile;
 mod matrix;
 mod oversell;
+mod replicas;
 mod saga;
 mod watch;
 mod watch_limits;

@@ -1,0 +1,69 @@
+//! Change notices between the processes that share one PostgreSQL database
+//! (LISTEN/NOTIFY), so a replica learns of a change another replica made.
+//!
+//! A notice is sent inside the writing transaction and delivered only if it
+//! commits. Notices are not stored: while a listener's connection is down they
+//! are lost, so the listener reports a [`Notice::Gap`] after reconnecting and
+//! the service reads back what changed meanwhile. On SQLite one process owns the
+//! file, so there is nobody to tell: sending does nothing, and there is no
+//! listener.
+
+use sqlx::{AnyConnection, postgres::PgListener};
+
+use super::{Backend, Db};
+
+/// What a [`Listener`] heard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A notice with its payload.
+    Changed(String),
+    /// The connection was lost and is back: notices sent meanwhile are gone.
+    Gap,
+}
+
+/// Receives the notices of one channel.
+#[derive(Debug)]
+pub struct Listener {
+    inner: PgListener,
+}
+
+impl Listener {
+    /// The next notice; waits for one.
+    pub async fn next(&mut self) -> Result<Notice, sqlx::Error> {
+        Ok(match self.inner.try_recv().await? {
+            Some(n) => Notice::Changed(n.payload().to_owned()),
+            None => Notice::Gap,
+        })
+    }
+}
+
+impl Db {
+    /// Sends `payload` on `channel` when the transaction on `conn` commits
+    /// (PostgreSQL); nothing on SQLite.
+    pub async fn notify(
+        &self,
+        conn: &mut AnyConnection,
+        channel: &str,
+        payload: &str,
+    ) -> Result<(), sqlx::Error> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(channel)
+                .bind(payload)
+                .execute(conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Listens on `channel` over a connection of its own (PostgreSQL); `None`
+    /// on SQLite.
+    pub async fn listen(&self, channel: &str) -> Result<Option<Listener>, sqlx::Error> {
+        let Some(url) = &self.url else {
+            return Ok(None);
+        };
+        let mut inner = PgListener::connect(url).await?;
+        inner.listen(channel).await?;
+        Ok(Some(Listener { inner }))
+    }
+}
