@@ -10,7 +10,7 @@ export EMPORIUM_USER__ADMIN_EMAIL ?= admin@emporium.local
 export EMPORIUM_USER__ADMIN_PASSWORD ?= admin-password
 
 .PHONY: help run build test fmt lint proto-lint proto-breaking smoke demo deny certs observability-check \
-        deploy-check compose-up compose-down compose-run
+        deploy-check compose-up compose-down compose-run chaos
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -63,3 +63,12 @@ compose-down: ## Stop the compose stack; data volumes are kept unless WIPE=1
 
 compose-run: ## As CI: local images, the compose stack for real, demo, a killed service, teardown (root; no registry needed)
 	tools/compose-run
+
+# The chaos run's binaries carry the test failpoints: built apart (target/chaos)
+# so they never replace the ones `make run` and the images use.
+CHAOS_TARGET ?= target/chaos
+CHAOS_SEED ?= 1
+CHAOS_SECONDS ?= 120
+chaos: ## Chaos: the four binaries under load while killed, paused and failed, then every invariant checked (CHAOS_SEED, CHAOS_SECONDS, CHAOS_ARGS=--postgres)
+	cargo build --target-dir $(CHAOS_TARGET) -p emporium-user -p emporium-inventory -p emporium-payment -p emporium-order -p emporium-testkit --bins
+	$(CHAOS_TARGET)/debug/emporium-chaos --bin-dir $(CHAOS_TARGET)/debug --seed $(CHAOS_SEED) --seconds $(CHAOS_SECONDS) $(CHAOS_ARGS)

@@ -20,6 +20,7 @@
 //! When PostgreSQL binaries are missing, PostgreSQL tests print a loud SKIPPED
 //! banner and return; with `EMPORIUM_REQUIRE_POSTGRES=1` (CI) they fail instead.
 
+pub mod chaos;
 pub mod hostile;
 pub mod invariants;
 pub mod otel;

@@ -166,6 +166,39 @@ impl PgCluster {
         }
     }
 
+    /// Restarts the server at once (`pg_ctl restart -m immediate`) on the same
+    /// port and data, as after a crash of the database host: every connection
+    /// drops, and the server is back when this returns.
+    pub fn restart(&self) -> Result<(), String> {
+        let log = self.root.join("restart.log");
+        let output = self
+            .runner
+            .command(
+                &self.bin.pg_ctl(),
+                &[
+                    "-D".as_ref(),
+                    self.data.as_os_str(),
+                    "-l".as_ref(),
+                    log.as_os_str(),
+                    "-m".as_ref(),
+                    "immediate".as_ref(),
+                    "-w".as_ref(),
+                    "-t".as_ref(),
+                    "60".as_ref(),
+                    "restart".as_ref(),
+                ],
+            )
+            .current_dir(&self.root)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run pg_ctl: {e}"))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!("pg_ctl restart failed: {}", output_text(&output)))
+        }
+    }
+
     fn is_stopped(&self) -> bool {
         self.watchdog
             .lock()
