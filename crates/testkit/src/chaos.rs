@@ -49,6 +49,55 @@ pub struct Options {
     pub callers: usize,
     /// Longest wait for every order to settle once the load stops.
     pub settle: Duration,
+    /// Which faults to inject.
+    pub faults: Faults,
+}
+
+/// The fault mix.
+#[derive(Debug, Clone, Copy)]
+pub struct Faults {
+    /// SIGKILL a service and start it again.
+    pub kill: bool,
+    /// SIGSTOP a service for 5 s (past every caller's deadline), then SIGCONT.
+    pub stop: bool,
+    /// Start payment armed to abort right after its next committed charge.
+    pub payment_crash: bool,
+    /// Restart PostgreSQL once, half-way (`--postgres` only).
+    pub pg_restart: bool,
+}
+
+impl Faults {
+    /// Parses `kill,stop,payment-crash,pg-restart` (any subset; `all`).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut f = Faults {
+            kill: false,
+            stop: false,
+            payment_crash: false,
+            pg_restart: false,
+        };
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part {
+                "all" => {
+                    f = Faults {
+                        kill: true,
+                        stop: true,
+                        payment_crash: true,
+                        pg_restart: true,
+                    }
+                }
+                "kill" => f.kill = true,
+                "stop" => f.stop = true,
+                "payment-crash" => f.payment_crash = true,
+                "pg-restart" => f.pg_restart = true,
+                other => {
+                    return Err(format!(
+                        "unknown fault {other:?} (kill, stop, payment-crash, pg-restart, all)"
+                    ));
+                }
+            }
+        }
+        Ok(f)
+    }
 }
 
 /// One service process and how to start it again.
@@ -594,7 +643,7 @@ pub async fn run(opts: Options) -> Result<Summary, String> {
     let mut fault_no = 0u32;
     let mut order_metrics: HashMap<usize, (f64, f64)> = HashMap::new();
     let (mut retries, mut openings) = (0.0, 0.0);
-    let mut pg_restarted = !opts.postgres;
+    let mut pg_restarted = !(opts.postgres && opts.faults.pg_restart);
     let mut in_effect = String::from("none");
     let mut stopped: Option<(usize, Instant)> = None;
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -622,9 +671,10 @@ pub async fn run(opts: Options) -> Result<Summary, String> {
                 *last = now;
             }
         }
-        // A paused process is woken after 3 s, past every caller's deadline budget.
+        // A paused process is woken after 5 s: past the callers' deadlines
+        // (4 s for the load, 2 s per saga step).
         if let Some((i, since)) = stopped
-            && since.elapsed() >= Duration::from_secs(3)
+            && since.elapsed() >= Duration::from_secs(5)
         {
             services.lock().unwrap()[i].signal("-CONT");
             stopped = None;
@@ -669,7 +719,7 @@ pub async fn run(opts: Options) -> Result<Summary, String> {
             // Every service in turn, in an order the seed shuffles.
             let victim = (fault_no as usize + rng.below(count)) % count;
             let name = services.lock().unwrap()[victim].name;
-            if fault_no.is_multiple_of(5) {
+            if opts.faults.stop && (fault_no.is_multiple_of(5) || !opts.faults.kill) {
                 services.lock().unwrap()[victim].signal("-STOP");
                 stopped = Some((victim, Instant::now()));
                 in_effect = format!("{name} stopped (SIGSTOP)");

@@ -3,7 +3,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use clap::Parser;
-use emporium_testkit::chaos::{Options, run};
+use emporium_testkit::chaos::{Faults, Options, run};
 
 /// Runs the four services as real processes under a mixed load while killing,
 /// pausing and failing them, then checks every invariant.
@@ -31,6 +31,9 @@ struct Args {
     /// Longest wait, in seconds, for every order to settle after the load.
     #[arg(long, default_value_t = 120)]
     settle_seconds: u64,
+    /// The fault mix: any of kill, stop, payment-crash, pg-restart, or all.
+    #[arg(long, default_value = "all", value_parser = Faults::parse)]
+    faults: Faults,
 }
 
 #[tokio::main]
@@ -44,6 +47,7 @@ async fn main() {
         fault_every: Duration::from_millis(args.fault_every_ms),
         callers: args.callers,
         settle: Duration::from_secs(args.settle_seconds),
+        faults: args.faults,
     };
     let backend = if opts.postgres {
         "PostgreSQL, two order replicas"
