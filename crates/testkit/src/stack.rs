@@ -51,7 +51,6 @@ pub struct Stack {
 pub fn saga_config() -> SagaConfig {
     SagaConfig {
         retry_budget_ms: 1_500,
-        retry_backoff_ms: 20,
         lease_ms: 3_000,
         sweep_interval_ms: 200,
         create_wait_ms: 8_000,

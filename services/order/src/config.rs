@@ -39,14 +39,12 @@ pub struct Peers {
 /// How the saga retries, leases and sweeps.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SagaConfig {
-    /// How long the saga keeps retrying one peer call that fails transiently
-    /// (UNAVAILABLE, timeouts) before the step gives up on it, in milliseconds.
-    /// A forward step then compensates the order; a step that must settle money
-    /// or stock pauses and is resumed later. The saga's own budget: a
-    /// CreateOrder caller's deadline never shortens it.
+    /// The deadline of each peer call the saga makes, in milliseconds; the peer
+    /// channel retries what is safe to retry within it (`peers.<peer>.*`). A
+    /// forward step that gets no answer compensates the order; a step that must
+    /// settle money or stock pauses and is resumed later. The saga's own budget:
+    /// a CreateOrder caller's deadline never shortens it.
     pub retry_budget_ms: u64,
-    /// First pause between retries, doubled each time up to 1 s (milliseconds).
-    pub retry_backoff_ms: u64,
     /// How long a run owns an order's saga without renewing (milliseconds).
     /// Another process (or this one after a restart) takes over an order whose
     /// lease has run out. Must exceed `retry_budget_ms` by at least 500 ms, since
@@ -87,7 +85,6 @@ impl Default for SagaConfig {
     fn default() -> Self {
         Self {
             retry_budget_ms: 8_000,
-            retry_backoff_ms: 50,
             lease_ms: 30_000,
             max_pause_ms: 60_000,
             sweep_interval_ms: 5_000,
@@ -130,7 +127,6 @@ impl Validate for Config {
         let s = &self.saga;
         for (key, v) in [
             ("saga.retry_budget_ms", s.retry_budget_ms),
-            ("saga.retry_backoff_ms", s.retry_backoff_ms),
             ("saga.lease_ms", s.lease_ms),
             ("saga.max_pause_ms", s.max_pause_ms),
             ("saga.sweep_interval_ms", s.sweep_interval_ms),
@@ -146,12 +142,6 @@ impl Validate for Config {
             return Err(ConfigError::invalid(
                 "saga.lease_ms",
                 format!("must exceed saga.retry_budget_ms by at least {LEASE_HEADROOM_MS} ms"),
-            ));
-        }
-        if s.retry_backoff_ms >= s.retry_budget_ms {
-            return Err(ConfigError::invalid(
-                "saga.retry_backoff_ms",
-                "must be smaller than saga.retry_budget_ms",
             ));
         }
         #[cfg(feature = "testing")]

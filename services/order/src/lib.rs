@@ -65,7 +65,6 @@ pub async fn serve_with_peers(
     let s = &config.saga;
     let timing = saga::Timing {
         retry_budget: Duration::from_millis(s.retry_budget_ms),
-        backoff: Duration::from_millis(s.retry_backoff_ms),
         #[cfg(feature = "testing")]
         crash_at: s.crash_at.clone(),
     };

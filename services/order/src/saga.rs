@@ -37,11 +37,10 @@ use crate::{
 /// The saga's timing, from configuration.
 #[derive(Debug, Clone)]
 pub struct Timing {
-    /// How long one peer call is retried before the step gives up on it. The
-    /// saga's own: a caller's deadline never shortens it.
+    /// The deadline of each peer call of a step; the peer channel retries
+    /// what is safe to retry within it. The saga's own: a caller's deadline
+    /// never shortens it.
     pub retry_budget: Duration,
-    /// First pause between retries (doubles up to 1 s).
-    pub backoff: Duration,
     /// Testing aid: abort the process at this point (only with the `testing`
     /// feature; see `config::SagaConfig::crash_at`).
     #[cfg(feature = "testing")]
@@ -527,36 +526,22 @@ impl Saga {
         .await
     }
 
-    /// Calls a peer until it gives a domain answer, refuses outright, or the
-    /// step's budget runs out; failures back off exponentially. Each attempt
-    /// gets what is left of the budget as its timeout.
-    async fn call<T, F, Fut>(&self, name: &'static str, mut f: F) -> Result<T, Failure>
+    /// Calls a peer once, with the step's budget as the deadline. Retrying is
+    /// the peer channel's job (only what is safe to send again, jittered, within
+    /// the deadline and the peer's retry budget, skipping replicas whose breaker
+    /// is open); what comes back without a domain answer is the step's to handle,
+    /// and for money compensation's to settle.
+    async fn call<T, F, Fut>(&self, name: &'static str, f: F) -> Result<T, Failure>
     where
-        F: FnMut(Duration) -> Fut,
+        F: FnOnce(Duration) -> Fut,
         Fut: Future<Output = Result<T, Failure>>,
     {
-        let deadline = Instant::now() + self.timing.retry_budget;
-        let mut backoff = self.timing.backoff;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let answer = f(left.max(Duration::from_millis(50))).await;
-            self.crash_point("called", name);
-            let failure = match answer {
-                Ok(v) => return Ok(v),
-                Err(f) if !f.is_retryable() => return Err(f),
-                Err(f) => f,
-            };
-            if Instant::now() + backoff >= deadline {
-                return Err(failure);
-            }
-            tracing::debug!(
-                call = name,
-                failure = failure.describe(),
-                "peer call failed; retrying"
-            );
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(1));
+        let answer = f(self.timing.retry_budget).await;
+        self.crash_point("called", name);
+        if let Err(failure) = &answer {
+            tracing::debug!(call = name, failure = failure.describe(), "peer call failed");
         }
+        answer
     }
 
     /// A forward step could not get an answer: nothing it may have done is
