@@ -808,7 +808,9 @@ pub async fn run(opts: Options) -> Result<Summary, String> {
         async move { check_invariants(&dbs, settle).await }
     })
     .await;
-    summary.recovery = load_end.elapsed();
+    // From the moment the load stopped (its last callers may still have been
+    // waiting for answers) until every order was settled and checked.
+    summary.recovery = Instant::now().duration_since(until.min(load_end));
     match checked {
         Ok(totals) => summary.orders = (totals.confirmed, totals.cancelled),
         Err(e) => {

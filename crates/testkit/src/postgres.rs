@@ -319,7 +319,7 @@ fn start_server(
         // pg_ctl pastes these options into a /bin/sh command line.
         let mut options = format!(
             "-c listen_addresses=127.0.0.1 -p {port} -c fsync=off -c synchronous_commit=off \
-             -c full_page_writes=off -c max_connections=300 -k "
+             -c full_page_writes=off -c max_connections=1000 -k "
         )
         .into_bytes();
         options.extend_from_slice(sh_quote(socket_dir.as_os_str()).as_bytes());
