@@ -725,7 +725,7 @@ pub async fn run(opts: Options) -> Result<Summary, String> {
                 in_effect = format!("{name} stopped (SIGSTOP)");
                 *summary
                     .faults
-                    .entry(format!("SIGSTOP {name} for 3 s"))
+                    .entry(format!("SIGSTOP {name} for 5 s"))
                     .or_default() += 1;
             } else {
                 let armed = name == "payment" && fault_no.is_multiple_of(3);

@@ -55,6 +55,8 @@ pub fn saga_config() -> SagaConfig {
         sweep_interval_ms: 200,
         create_wait_ms: 8_000,
         max_pause_ms: 2_000,
+        // Tests of a peer that stays away want the order cancelled soon.
+        give_up_after_ms: 1_000,
         crash_at: None,
     }
 }

@@ -54,6 +54,12 @@ pub struct SagaConfig {
     /// milliseconds. The first wait is `sweep_interval_ms`, doubled after each
     /// pause up to this.
     pub max_pause_ms: u64,
+    /// How long after it was placed an order may wait for a peer that does not
+    /// answer before its forward steps give up and it is cancelled
+    /// (`INTERNAL_ERROR`), in milliseconds. Until then such a step pauses and is
+    /// resumed, so a peer restarting does not cancel orders. A peer that
+    /// refuses outright cancels at once; settling money or stock never gives up.
+    pub give_up_after_ms: u64,
     /// How often unfinished orders with an expired lease are looked for
     /// (milliseconds). The first sweep runs at start.
     pub sweep_interval_ms: u64,
@@ -87,6 +93,7 @@ impl Default for SagaConfig {
             retry_budget_ms: 8_000,
             lease_ms: 30_000,
             max_pause_ms: 60_000,
+            give_up_after_ms: 60_000,
             sweep_interval_ms: 5_000,
             create_wait_ms: 9_000,
             #[cfg(feature = "testing")]

@@ -65,6 +65,7 @@ pub async fn serve_with_peers(
     let s = &config.saga;
     let timing = saga::Timing {
         retry_budget: Duration::from_millis(s.retry_budget_ms),
+        patience: Duration::from_millis(s.give_up_after_ms),
         #[cfg(feature = "testing")]
         crash_at: s.crash_at.clone(),
     };

@@ -41,6 +41,10 @@ pub struct Timing {
     /// what is safe to retry within it. The saga's own: a caller's deadline
     /// never shortens it.
     pub retry_budget: Duration,
+    /// How long after it was placed an order's forward steps keep waiting
+    /// for a peer that does not answer (they pause and are resumed) before
+    /// the order is cancelled.
+    pub patience: Duration,
     /// Testing aid: abort the process at this point (only with the `testing`
     /// feature; see `config::SagaConfig::crash_at`).
     #[cfg(feature = "testing")]
@@ -539,14 +543,26 @@ impl Saga {
         let answer = f(self.timing.retry_budget).await;
         self.crash_point("called", name);
         if let Err(failure) = &answer {
-            tracing::debug!(call = name, failure = failure.describe(), "peer call failed");
+            tracing::debug!(
+                call = name,
+                failure = failure.describe(),
+                "peer call failed"
+            );
         }
         answer
     }
 
-    /// A forward step could not get an answer: nothing it may have done is
-    /// beyond compensation, so the order is compensated.
+    /// A forward step could not get an answer. While the order is young the run
+    /// pauses and is resumed later: a peer that is restarting must not cancel
+    /// orders. Past the patience, or when the peer refused outright, nothing the
+    /// step may have done is beyond compensation, so the order is compensated.
     async fn give_up(&self, run: &mut Run, failure: &Failure, why: &str) -> Result<(), Error> {
+        let age = Duration::from_micros(
+            u64::try_from(now_micros().saturating_sub(run.order.created_at)).unwrap_or(0),
+        );
+        if failure.is_retryable() && age < self.timing.patience {
+            return Err(Error::Unavailable(format!("{why}: {}", failure.describe())));
+        }
         tracing::warn!(order_id = %run.order.id, failure = failure.describe(), "{why}");
         self.fail(run, CancelReason::InternalError, why).await
     }

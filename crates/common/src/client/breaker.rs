@@ -35,7 +35,7 @@ impl Default for BreakerPolicy {
             failure_ratio: 0.5,
             window: 20,
             ratio_min_calls: 10,
-            cool_down: Duration::from_secs(5),
+            cool_down: Duration::from_secs(2),
         }
     }
 }

@@ -73,7 +73,7 @@ impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
             max_attempts: 4,
-            initial_backoff: Duration::from_millis(20),
+            initial_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(1),
             budget_tokens: 10.0,
             budget_refill: 0.1,
@@ -161,9 +161,9 @@ mod tests {
     #[test]
     fn backoff_is_full_jitter_under_a_doubling_cap() {
         let p = RetryPolicy::default();
-        assert_eq!(p.backoff(1, 1.0), Duration::from_millis(20));
-        assert_eq!(p.backoff(2, 1.0), Duration::from_millis(40));
-        assert_eq!(p.backoff(3, 0.5), Duration::from_millis(40));
+        assert_eq!(p.backoff(1, 1.0), Duration::from_millis(50));
+        assert_eq!(p.backoff(2, 1.0), Duration::from_millis(100));
+        assert_eq!(p.backoff(3, 0.5), Duration::from_millis(100));
         assert_eq!(p.backoff(1, 0.0), Duration::ZERO);
         assert_eq!(p.backoff(30, 1.0), Duration::from_secs(1));
     }

@@ -39,7 +39,7 @@ impl PeerConfig {
             connect_timeout_ms: 1_000,
             call_timeout_ms: 5_000,
             max_attempts: 4,
-            breaker_cool_down_ms: 5_000,
+            breaker_cool_down_ms: 2_000,
             resolve_interval_ms: 10_000,
             tls: PeerTlsConfig::default(),
         }

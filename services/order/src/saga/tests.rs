@@ -188,13 +188,30 @@ struct Harness {
 }
 
 impl Harness {
+    /// A harness whose forward steps give up at once when a peer does not answer.
     async fn new(fake: Fake) -> Self {
-        Self::with_pauses(fake, Duration::from_millis(1), Duration::from_millis(5)).await
+        Self::with(
+            fake,
+            Duration::from_millis(1),
+            Duration::from_millis(5),
+            Duration::ZERO,
+        )
+        .await
     }
 
     /// A harness whose paused orders are due again after `first_pause`,
     /// doubling up to `max_pause`.
     async fn with_pauses(fake: Fake, first_pause: Duration, max_pause: Duration) -> Self {
+        Self::with(fake, first_pause, max_pause, Duration::ZERO).await
+    }
+
+    /// A harness whose forward steps wait `patience` for peers that do not answer.
+    async fn with(
+        fake: Fake,
+        first_pause: Duration,
+        max_pause: Duration,
+        patience: Duration,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::connect(&DatabaseConfig {
             url: Secret::new(format!("sqlite://{}/order.db", dir.path().display())),
@@ -217,6 +234,7 @@ impl Harness {
             peers,
             Timing {
                 retry_budget: Duration::from_millis(60),
+                patience,
                 #[cfg(feature = "testing")]
                 crash_at: None,
             },
@@ -517,6 +535,43 @@ async fn an_unknown_charge_with_payment_then_down_stays_pending_until_payment_an
         charges,
         "compensation sent a charge"
     );
+}
+
+#[tokio::test]
+async fn a_young_order_waits_for_a_peer_that_does_not_answer_and_an_old_one_gives_up() {
+    for failure in [down(), unknown()] {
+        let fake = Fake::default();
+        fake.user.set([Err(failure.clone())]);
+        let h = Harness::with(
+            fake,
+            Duration::from_millis(1),
+            Duration::from_millis(5),
+            Duration::from_secs(60),
+        )
+        .await;
+        let (result, order) = h.run().await;
+        // Young: it pauses, nothing is cancelled or released.
+        paused(&result, &order, Step::CheckUser);
+        assert_eq!(h.fake.count("release"), 0, "{failure:?}");
+        // The peer is back: the order goes on.
+        h.fake.user.set([Ok(UserStanding::Active)]);
+        assert_eq!(
+            h.resume(order.id).await.status,
+            Status::Confirmed,
+            "{failure:?}"
+        );
+    }
+    // A refusal cancels at once, however young the order.
+    let fake = Fake::default();
+    fake.reserve.set([Err(rejected())]);
+    let h = Harness::with(
+        fake,
+        Duration::from_millis(1),
+        Duration::from_millis(5),
+        Duration::from_secs(60),
+    )
+    .await;
+    cancelled(&h.run().await.1, CancelReason::InternalError);
 }
 
 #[tokio::test]
