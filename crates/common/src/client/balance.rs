@@ -153,14 +153,24 @@ impl Endpoints {
     }
 
     /// Picks the endpoint for the next call and admits the call through its
-    /// breaker; `None` when every breaker refuses.
-    pub fn pick(&self, random: impl FnMut(usize) -> usize) -> Option<Lease> {
+    /// breaker; `None` when every breaker refuses. A retry passes the endpoint
+    /// that just failed as `avoid`: it is skipped while another one is there.
+    pub fn pick(
+        &self,
+        avoid: Option<&Arc<Endpoint>>,
+        random: impl FnMut(usize) -> usize,
+    ) -> Option<Lease> {
         let now = Instant::now();
         let mut open: Vec<Arc<Endpoint>> = self
             .snapshot()
             .into_iter()
             .filter(|e| e.breaker().is_available(now))
             .collect();
+        if let Some(avoid) = avoid
+            && open.len() > 1
+        {
+            open.retain(|e| !Arc::ptr_eq(e, avoid));
+        }
         let mut random = random;
         while !open.is_empty() {
             let i = match open.len() {
@@ -300,24 +310,33 @@ mod tests {
         set.update(&addrs, |addr| Some(endpoint(&addr.to_string())));
         // The "random" picks are always the first two; held calls steer the
         // choice to whichever has fewer in flight.
-        let held: Vec<_> = (0..4).map(|_| set.pick(|_| 0).unwrap()).collect();
+        let held: Vec<_> = (0..4).map(|_| set.pick(None, |_| 0).unwrap()).collect();
         let went: Vec<_> = held.iter().map(|l| l.endpoint().addr.unwrap()).collect();
         assert_eq!(went, [addrs[0], addrs[1], addrs[0], addrs[1]]);
         drop(held);
         assert!(set.snapshot().iter().all(|e| e.in_flight() == 0));
+        // A retry avoids the endpoint that just failed.
+        let first = set.snapshot()[0].clone();
+        for _ in 0..5 {
+            let l = set.pick(Some(&first), |_| 0).unwrap();
+            assert_eq!(l.endpoint().addr, Some(addrs[1]));
+        }
         // Open the first endpoint's breaker: every call goes to the second.
         let first = set.snapshot()[0].clone();
         for _ in 0..BreakerPolicy::default().consecutive_failures {
             first.record("p", true);
         }
         for _ in 0..5 {
-            assert_eq!(set.pick(|n| n - 1).unwrap().endpoint().addr, Some(addrs[1]));
+            assert_eq!(
+                set.pick(None, |n| n - 1).unwrap().endpoint().addr,
+                Some(addrs[1])
+            );
         }
         // Both open: nothing to call.
         let second = set.snapshot()[1].clone();
         for _ in 0..BreakerPolicy::default().consecutive_failures {
             second.record("p", true);
         }
-        assert!(set.pick(|_| 0).is_none());
+        assert!(set.pick(None, |_| 0).is_none());
     }
 }

@@ -369,6 +369,7 @@ impl Inner {
             (Some(body), None)
         };
         let mut attempt = 0;
+        let mut failed_at: Option<Arc<balance::Endpoint>> = None;
         loop {
             attempt += 1;
             let now = Instant::now();
@@ -380,7 +381,10 @@ impl Inner {
                 call.on_status(s.code(), s.message(), None);
                 return Err(s.into());
             }
-            let Some(lease) = self.endpoints.pick(|n| fastrand::usize(..n)) else {
+            let Some(lease) = self
+                .endpoints
+                .pick(failed_at.as_ref(), |n| fastrand::usize(..n))
+            else {
                 let s = Status::unavailable(format!(
                     "{} is failing: its circuit breaker is open",
                     self.peer
@@ -413,6 +417,8 @@ impl Inner {
             };
             let failed = is_endpoint_failure(code);
             lease.endpoint().record(&self.peer, failed);
+            // A retry goes elsewhere when there is elsewhere to go.
+            failed_at = Some(lease.endpoint().clone());
             drop(lease);
             if failed {
                 self.budget.failed();
