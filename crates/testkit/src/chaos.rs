@@ -51,6 +51,8 @@ pub struct Options {
     pub settle: Duration,
     /// Which faults to inject.
     pub faults: Faults,
+    /// Where to keep every service process's log lines (`<service>.log`).
+    pub logs: Option<PathBuf>,
 }
 
 /// The fault mix.
@@ -110,6 +112,8 @@ struct Service {
     kills: u32,
     /// Started with a failpoint.
     armed: bool,
+    /// Where its log lines go, if anywhere.
+    log_file: Option<PathBuf>,
 }
 
 impl Service {
@@ -141,6 +145,21 @@ impl Service {
         if let Some(mut p) = self.process.take() {
             p.kill();
             self.kills += 1;
+            self.keep_logs(&p);
+        }
+    }
+
+    /// Appends a finished process's log lines to the service's log file.
+    fn keep_logs(&self, p: &Process) {
+        if let Some(path) = &self.log_file
+            && let Ok(mut f) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+        {
+            for line in p.logs() {
+                let _ = writeln!(f, "{line}");
+            }
         }
     }
 
@@ -151,7 +170,9 @@ impl Service {
             .as_mut()
             .is_some_and(|p| p.try_status().is_some());
         if dead {
-            self.process = None;
+            if let Some(p) = self.process.take() {
+                self.keep_logs(&p);
+            }
             self.kills += 1;
             self.start(&[]);
         }
@@ -286,6 +307,7 @@ fn build_world(opts: &Options) -> Result<World, String> {
             process: None,
             kills: 0,
             armed: false,
+            log_file: opts.logs.as_ref().map(|d| d.join(format!("{name}.log"))),
         });
         format!("http://{grpc}")
     };
@@ -599,6 +621,9 @@ async fn scrape(admin: SocketAddr) -> Option<String> {
 
 /// Runs the whole thing.
 pub async fn run(opts: Options) -> Result<Summary, String> {
+    if let Some(dir) = &opts.logs {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
     let world = build_world(&opts)?;
     let World {
         services,
@@ -840,5 +865,12 @@ pub async fn run(opts: Options) -> Result<Summary, String> {
     }
     summary.retries = retries;
     summary.breaker_openings = openings;
+    if opts.logs.is_some() {
+        for s in services.lock().unwrap().iter() {
+            if let Some(p) = &s.process {
+                s.keep_logs(p);
+            }
+        }
+    }
     Ok(summary)
 }

@@ -34,6 +34,9 @@ struct Args {
     /// The fault mix: any of kill, stop, payment-crash, pg-restart, or all.
     #[arg(long, default_value = "all", value_parser = Faults::parse)]
     faults: Faults,
+    /// Keep every service process's log lines in this directory.
+    #[arg(long)]
+    logs: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -48,6 +51,7 @@ async fn main() {
         callers: args.callers,
         settle: Duration::from_secs(args.settle_seconds),
         faults: args.faults,
+        logs: args.logs,
     };
     let backend = if opts.postgres {
         "PostgreSQL, two order replicas"
