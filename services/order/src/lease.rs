@@ -14,9 +14,9 @@
 //!   between two saves, so the configuration refuses a budget that is not
 //!   shorter than the lease (`config.rs`).
 //! - A run that cannot finish (a peer down) pauses: its lease ends at a due time
-//!   that backs off with the order's count of pauses, so orders that keep
-//!   failing do not starve the others, and the sweeper takes due orders
-//!   soonest-due first.
+//!   that backs off (jittered) with the order's count of pauses, so orders that
+//!   keep failing do not starve the others, and the sweeper takes due orders
+//!   soonest-due first, at most 32 runs at a time.
 //! - Handing off gives the lease up at once, so another replica need not wait
 //!   for it to run out.
 
@@ -134,7 +134,10 @@ impl Leases {
         let Some((attempts,)) = attempts else {
             return Ok(Duration::ZERO);
         };
-        let wait = self.pause_after(attempts - 1);
+        // Jittered, so orders paused by one outage are not all due together.
+        let wait = self
+            .pause_after(attempts - 1)
+            .mul_f64(0.5 + fastrand::f64() / 2.0);
         sqlx::query("UPDATE orders SET lease_until = $3 WHERE id = $1 AND lease_epoch = $2")
             .bind(lease.order_id.to_string())
             .bind(lease.epoch)

@@ -69,6 +69,9 @@ pub const CRASH_POINTS: &[&str] = &[
     "called:release",
 ];
 
+/// Most saga runs the sweeper keeps going at once in one process.
+const SWEEP_RUNS: usize = 32;
+
 /// The orders this process is driving, so the sweeper never starts a second
 /// run of one of them.
 #[derive(Debug, Clone, Default)]
@@ -103,6 +106,13 @@ impl Running {
             running: self.clone(),
             id,
         })
+    }
+
+    fn len(&self) -> usize {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
     }
 
     fn is_empty(&self) -> bool {
@@ -626,7 +636,18 @@ impl Saga {
         if self.is_stopping() {
             return Ok(0);
         }
-        for id in self.leases.due(100).await? {
+        // After an outage every paused order is due at once: resuming them all
+        // together would hit the peer that just came back with a herd (and its
+        // breaker would open again). The rest wait for the next sweep.
+        let room = SWEEP_RUNS.saturating_sub(self.running.len());
+        if room == 0 {
+            return Ok(0);
+        }
+        for id in self
+            .leases
+            .due(u32::try_from(room).unwrap_or(u32::MAX))
+            .await?
+        {
             // Each early exit below, `?` included, drops the guard.
             let Some(guard) = self.begin(id) else {
                 continue;
