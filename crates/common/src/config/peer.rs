@@ -21,7 +21,8 @@ pub struct PeerConfig {
     /// idempotent by an id or a key), the first included; 1 turns retries off.
     pub max_attempts: u32,
     /// How long a replica whose circuit breaker opened gets no calls before
-    /// one probe call, in milliseconds.
+    /// one probe call, in milliseconds; each failed probe doubles it (at most
+    /// 16 times this), a good one closes the breaker.
     pub breaker_cool_down_ms: u64,
     /// How often a host name in `url` is resolved again to find the peer's
     /// replicas, in milliseconds.
@@ -39,7 +40,7 @@ impl PeerConfig {
             connect_timeout_ms: 1_000,
             call_timeout_ms: 5_000,
             max_attempts: 4,
-            breaker_cool_down_ms: 2_000,
+            breaker_cool_down_ms: 500,
             resolve_interval_ms: 10_000,
             tls: PeerTlsConfig::default(),
         }
