@@ -15,13 +15,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={}", f.display());
     }
 
-    let fds = protox::compile(&files, [&root])?;
+    let mut compiler = protox::Compiler::new([&root])?;
+    compiler
+        .include_source_info(true)
+        .include_imports(true)
+        .open_files(&files)?;
+    let fds = compiler.file_descriptor_set();
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     // Reflection serves this set, imports included, so buf curl and grpcurl can
-    // resolve every message without the .proto files.
+    // resolve every message without the .proto files. Encoded by the compiler
+    // itself: `fds` (prost types) drops extension options such as the
+    // `google.api.http` rules the edge routes by; this encoding keeps them.
     std::fs::write(
         out.join("emporium_descriptor.bin"),
-        protox::prost::Message::encode_to_vec(&fds),
+        compiler.encode_file_descriptor_set(),
     )?;
 
     tonic_prost_build::configure()
