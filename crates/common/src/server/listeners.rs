@@ -42,6 +42,12 @@ impl Listeners {
             .expect("bound listener has an address")
     }
 
+    /// The two sockets, main port first: for a process that serves something
+    /// other than gRPC on its main port (the edge serves HTTP/JSON there).
+    pub fn into_parts(self) -> (TcpListener, TcpListener) {
+        (self.grpc, self.admin)
+    }
+
     /// The admin HTTP address actually bound.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin

@@ -40,6 +40,13 @@ use crate::{
     stack::{KnownMethods, ServerStack},
 };
 
+/// The admin routes (`/healthz`, `/readyz`, `/metrics`) for a process that is
+/// not a gRPC [`Server`] (the edge): `draining` turns `/readyz` to 503, as does
+/// a failing `readiness` check.
+pub fn admin_router(draining: Arc<AtomicBool>, readiness: Option<ReadinessCheck>) -> axum::Router {
+    admin::router(draining, readiness)
+}
+
 /// The health service name that stays SERVING for the whole life of the
 /// process, draining included: what a liveness probe asks for, so that a
 /// draining replica is taken out of rotation (readiness) without being
