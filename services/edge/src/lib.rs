@@ -36,12 +36,14 @@ use emporium_common::{
     BoxError,
     client::{self, PeerChannel},
     server::{self, Listeners},
+    telemetry::trace,
 };
 use http::{HeaderValue, StatusCode, header};
 use http_body_util::BodyExt as _;
 use prost_reflect::DescriptorPool;
 use tonic::metadata::MetadataValue;
 use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 pub use config::Config;
 
@@ -169,11 +171,16 @@ async fn handle(
     let (route_label, mut resp) = match edge.table.find(&method, req.uri().path()) {
         Found::Route(route, bound) => {
             let span = tracing::info_span!(
-                "http",
-                http.method = %method,
+                "http.server",
+                otel.name = %format_args!("{method} {}", route.pattern),
+                otel.kind = "server",
+                http.request.method = %method,
                 http.route = %route.pattern,
                 request_id = %request_id,
             );
+            // The browser's traceparent, if any, is this span's parent; the peer
+            // channel sends the trace on to the services.
+            let _ = span.set_parent(trace::extract(req.headers()));
             let resp = call(&edge, route, bound, client, &request_id, req)
                 .instrument(span)
                 .await
