@@ -3,7 +3,7 @@ SHELL := bash
 .DEFAULT_GOAL := help
 
 # The services that exist so far, in start order.
-SERVICES := user inventory payment order
+SERVICES := user inventory payment order edge
 
 # Development-only bootstrap admin for `make run` (see README: "First admin").
 export EMPORIUM_USER__ADMIN_EMAIL ?= admin@emporium.local
@@ -18,7 +18,7 @@ help: ## List the targets
 build: ## Build every crate and binary
 	cargo build --workspace --bins
 
-run: build ## Run all services on localhost (gRPC 50051.., admin 9091..; SQLite under data/); Ctrl-C stops them
+run: build ## Run all services on localhost (gRPC 50051.., admin 9091..; SQLite under data/) and the edge (REST on http://localhost:8080, admin 9095); Ctrl-C stops them
 	EMPORIUM_DEV_MODE=true tools/run-services $(SERVICES)
 
 demo: ## Run the narrated end-to-end story against the running stack (start it first with `make run`)
