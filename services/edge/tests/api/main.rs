@@ -5,22 +5,31 @@ use std::net::SocketAddr;
 
 use emporium_common::config::PeerConfig;
 use emporium_edge::config::{Config, EdgeConfig, Peers};
-use emporium_testkit::{Spawned, Stack, TestDb, base_config, spawn};
+use emporium_testkit::{Spawned, Stack, TestDb, base_config, spawn, spawn_user, tokens};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-/// The edge in front of `stack`, with a body limit of 4 KiB.
-async fn spawn_edge(stack: &Stack) -> Spawned {
-    let peer = |s: &Spawned| PeerConfig {
+/// A peer block for a spawned service.
+fn peer(s: &Spawned) -> PeerConfig {
+    PeerConfig {
         url: s.url(),
         ..PeerConfig::local(0)
-    };
-    let peers = Peers {
+    }
+}
+
+/// The edge in front of `stack`, with a body limit of 4 KiB.
+async fn spawn_edge(stack: &Stack) -> Spawned {
+    spawn_edge_with(Peers {
         user: peer(&stack.user),
         inventory: peer(&stack.inventory),
         payment: peer(stack.payment.as_ref().expect("payment runs")),
         order: peer(&stack.order),
-    };
+    })
+    .await
+}
+
+/// The edge in front of `peers`, with a body limit of 4 KiB.
+async fn spawn_edge_with(peers: Peers) -> Spawned {
     spawn(TestDb::sqlite(), move |database, listeners, stop| {
         let config = Config {
             base: base_config(database),
@@ -381,4 +390,66 @@ async fn the_edge_refuses_what_it_cannot_route_or_read() {
     let (status, metrics) = emporium_testkit::http_get(edge.admin_addr, "/metrics").await;
     assert_eq!(status, 200);
     assert!(metrics.contains("http_server_requests_total"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_are_429_with_retry_after_and_a_missing_service_is_503() {
+    // A user service that allows one anonymous call a second per client.
+    let user = spawn_user(TestDb::sqlite(), |c| {
+        c.base.server.rate_limit_per_sec = 1;
+        c.base.server.rate_limit_burst = 1;
+    })
+    .await;
+    // Nothing listens where the payment service should be.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gone = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let nowhere = PeerConfig {
+        url: gone,
+        call_timeout_ms: 1_000,
+        ..PeerConfig::local(0)
+    };
+    let edge = spawn_edge_with(Peers {
+        user: peer(&user),
+        inventory: nowhere.clone(),
+        payment: nowhere.clone(),
+        order: nowhere,
+    })
+    .await;
+    let at = edge.grpc_addr;
+
+    let login = r#"{"email":"someone@example.com","password":"wrong-password"}"#;
+    let mut limited = None;
+    for _ in 0..5 {
+        let r = http(at, "POST", "/v1/users:authenticate", None, Some(login)).await;
+        if r.status == 429 {
+            limited = Some(r);
+            break;
+        }
+        assert_eq!(r.status, 401, "{:?}", r.json);
+    }
+    let limited = limited.expect("the fifth call at the latest is limited");
+    assert_eq!(limited.error().0, "RESOURCE_EXHAUSTED");
+    let after: u64 = limited.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=2).contains(&after), "{after}");
+    assert_eq!(
+        limited.json["error"]["details"][0]["@type"],
+        "type.googleapis.com/google.rpc.RetryInfo"
+    );
+
+    let token = tokens()
+        .issue(
+            uuid::Uuid::now_v7(),
+            &[emporium_common::auth::Role::Customer],
+        )
+        .unwrap()
+        .token;
+    let path = format!("/v1/payments/{}", uuid::Uuid::now_v7());
+    let unavailable = http(at, "GET", &path, Some(&token), None).await;
+    assert_eq!(
+        (unavailable.status, unavailable.error().0),
+        (503, "UNAVAILABLE"),
+        "{:?}",
+        unavailable.json
+    );
 }
