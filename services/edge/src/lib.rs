@@ -139,11 +139,19 @@ pub async fn serve(
             return Err(format!("HTTP server stopped unexpectedly: {res:?}").into());
         }
     }
+    tracing::info!(
+        drain_delay_ms = config.base.server.drain_delay_ms,
+        grace_ms = config.base.server.shutdown_grace_ms,
+        "shutdown requested: /readyz reports 503"
+    );
     draining.store(true, Ordering::SeqCst);
     tokio::time::sleep(config.base.server.drain_delay()).await;
     let _ = stop_tx.send(true);
     match tokio::time::timeout(config.base.server.shutdown_grace(), &mut api).await {
-        Ok(res) => res??,
+        Ok(res) => {
+            res??;
+            tracing::info!("in-flight requests finished; HTTP server stopped");
+        }
         Err(_) => {
             tracing::warn!("grace period elapsed; abandoning the requests still running");
             api.abort();
