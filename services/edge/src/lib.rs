@@ -242,14 +242,17 @@ async fn call(
         md.insert("x-request-id", v);
     }
     // The services limit callers without a token per client address: name it.
-    let forwarded = match parts
+    // Hops already listed are kept (every header, in order); the services
+    // believe only the entries their trusted proxies (this edge) appended.
+    let mut hops: Vec<&str> = parts
         .headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(before) => format!("{before}, {}", client.ip()),
-        None => client.ip().to_string(),
-    };
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let ip = client.ip().to_string();
+    hops.push(&ip);
+    let forwarded = hops.join(", ");
     if let Ok(v) = MetadataValue::try_from(forwarded.as_str()) {
         md.insert("x-forwarded-for", v);
     }

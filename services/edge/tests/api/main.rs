@@ -81,10 +81,23 @@ async fn http(
     token: Option<&str>,
     body: Option<&str>,
 ) -> Answer {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+    http_with(addr, method, path, &headers, body).await
+}
+
+/// [`http`] with headers of the caller's choosing.
+async fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Answer {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(t) = token {
-        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    for (name, value) in headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
     }
     let body = body.unwrap_or("");
     if !body.is_empty() || method == "POST" {
@@ -249,6 +262,13 @@ async fn sign_up_log_in_browse_order_and_cancel_over_rest() {
     )
     .await;
     assert_eq!(payment.status, 200, "{:?}", payment.json);
+    let payments = http(at, "GET", "/v1/payments", Some(&token), None).await;
+    assert_eq!(
+        payments.json["payments"][0]["id"],
+        payment_id.as_str(),
+        "{:?}",
+        payments.json
+    );
     let cancel = json!({"reason": "changed my mind"}).to_string();
     let cancelled = http(
         at,
@@ -394,10 +414,12 @@ async fn the_edge_refuses_what_it_cannot_route_or_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_are_429_with_retry_after_and_a_missing_service_is_503() {
-    // A user service that allows one anonymous call a second per client.
+    // A user service that allows one anonymous call a second per client, and
+    // believes the edge (on loopback) about who the client is.
     let user = spawn_user(TestDb::sqlite(), |c| {
         c.base.server.rate_limit_per_sec = 1;
         c.base.server.rate_limit_burst = 1;
+        c.base.server.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
     })
     .await;
     // Nothing listens where the payment service should be.
@@ -419,9 +441,13 @@ async fn rate_limits_are_429_with_retry_after_and_a_missing_service_is_503() {
     let at = edge.grpc_addr;
 
     let login = r#"{"email":"someone@example.com","password":"wrong-password"}"#;
+    let from = |client: &'static str| async move {
+        let headers = [("X-Forwarded-For", client)];
+        http_with(at, "POST", "/v1/users:authenticate", &headers, Some(login)).await
+    };
     let mut limited = None;
     for _ in 0..5 {
-        let r = http(at, "POST", "/v1/users:authenticate", None, Some(login)).await;
+        let r = from("203.0.113.1").await;
         if r.status == 429 {
             limited = Some(r);
             break;
@@ -436,6 +462,10 @@ async fn rate_limits_are_429_with_retry_after_and_a_missing_service_is_503() {
         limited.json["error"]["details"][0]["@type"],
         "type.googleapis.com/google.rpc.RetryInfo"
     );
+    // Another client behind the same edge has a bucket of its own: the edge
+    // told the service who is calling.
+    let other = from("203.0.113.2").await;
+    assert_eq!(other.status, 401, "{:?}", other.json);
 
     let token = tokens()
         .issue(
