@@ -42,6 +42,9 @@ use http::{HeaderValue, StatusCode, header};
 use http_body_util::BodyExt as _;
 use prost_reflect::DescriptorPool;
 use tonic::metadata::MetadataValue;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
@@ -71,15 +74,23 @@ fn peer_name(service: &str) -> Option<&str> {
     }
 }
 
-/// The edge's HTTP routes over `config.peers`: the transcoder for every
-/// annotated method, and JSON errors for everything else.
-pub fn router(config: &Config) -> Result<Router, BoxError> {
-    let pool = DescriptorPool::decode(emporium_proto::FILE_DESCRIPTOR_SET)?;
-    let table = RouteTable::from_pool(&pool)?;
+/// One channel per peer, by name.
+fn channels(config: &Config) -> Result<HashMap<&'static str, PeerChannel>, BoxError> {
     let mut channels = HashMap::new();
     for (name, peer) in config.peers.named() {
         channels.insert(name, client::channel(name, peer)?);
     }
+    Ok(channels)
+}
+
+/// The edge's HTTP routes over `channels`: the transcoder for every annotated
+/// method, and JSON errors for everything else.
+fn router(
+    channels: &HashMap<&'static str, PeerChannel>,
+    config: &Config,
+) -> Result<Router, BoxError> {
+    let pool = DescriptorPool::decode(emporium_proto::FILE_DESCRIPTOR_SET)?;
+    let table = RouteTable::from_pool(&pool)?;
     let mut peers = HashMap::new();
     for route in table.routes() {
         let service = route.rpc.parent_service().full_name().to_owned();
@@ -109,10 +120,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), BoxError> {
     emporium_common::telemetry::metrics_handle();
-    let app = router(&config)?;
+    let channels = channels(&config)?;
+    let app = router(&channels, &config)?;
     let (http, admin) = listeners.into_parts();
     let draining = Arc::new(AtomicBool::new(false));
-    let admin_app = server::admin_router(draining.clone(), None);
+    let upstreams: Arc<Vec<(&'static str, PeerChannel)>> = Arc::new(channels.into_iter().collect());
+    let readiness: server::ReadinessCheck = Arc::new(move || {
+        let upstreams = upstreams.clone();
+        Box::pin(async move { upstreams_ready(&upstreams).await })
+    });
+    let admin_app = server::admin_router(draining.clone(), Some(readiness));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -158,6 +175,35 @@ pub async fn serve(
         }
     }
     admin_task.await??;
+    Ok(())
+}
+
+/// `/readyz` beyond draining: ready while at least one upstream answers its
+/// gRPC health check as SERVING (each asked for at most a second). One
+/// service away takes its routes away (they answer 503), not the whole edge:
+/// every edge replica would fail the same check, and the routes of the
+/// services still up would go down with them.
+async fn upstreams_ready(upstreams: &[(&'static str, PeerChannel)]) -> Result<(), String> {
+    let checks = upstreams.iter().map(|(name, channel)| async move {
+        let mut health = HealthClient::new(channel.clone());
+        let asked = health.check(HealthCheckRequest {
+            service: String::new(),
+        });
+        match tokio::time::timeout(std::time::Duration::from_secs(1), asked).await {
+            Ok(Ok(r)) if r.get_ref().status() == ServingStatus::Serving => Ok(()),
+            Ok(Ok(r)) => Err(format!("{name}: {}", r.get_ref().status().as_str_name())),
+            Ok(Err(s)) => Err(format!("{name}: {}", error::code_name(s.code()))),
+            Err(_) => Err(format!("{name}: no answer within 1 s")),
+        }
+    });
+    let failed: Vec<String> = futures::future::join_all(checks)
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+    if !upstreams.is_empty() && failed.len() == upstreams.len() {
+        return Err(format!("no upstream is serving ({})", failed.join(", ")));
+    }
     Ok(())
 }
 

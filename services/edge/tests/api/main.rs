@@ -467,6 +467,10 @@ async fn rate_limits_are_429_with_retry_after_and_a_missing_service_is_503() {
     let other = from("203.0.113.2").await;
     assert_eq!(other.status, 401, "{:?}", other.json);
 
+    // Ready: one upstream of four answers.
+    let (status, body) = emporium_testkit::http_get(edge.admin_addr, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+
     let token = tokens()
         .issue(
             uuid::Uuid::now_v7(),
@@ -481,5 +485,28 @@ async fn rate_limits_are_429_with_retry_after_and_a_missing_service_is_503() {
         (503, "UNAVAILABLE"),
         "{:?}",
         unavailable.json
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_with_no_upstream_is_not_ready() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = PeerConfig {
+        url: format!("http://{}", closed.local_addr().unwrap()),
+        ..PeerConfig::local(0)
+    };
+    drop(closed);
+    let edge = spawn_edge_with(Peers {
+        user: nowhere.clone(),
+        inventory: nowhere.clone(),
+        payment: nowhere.clone(),
+        order: nowhere,
+    })
+    .await;
+    let (status, body) = emporium_testkit::http_get(edge.admin_addr, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.starts_with("no upstream is serving (") && body.contains("order: "),
+        "{body}"
     );
 }
