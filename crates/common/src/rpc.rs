@@ -39,6 +39,14 @@ pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
     })
 }
 
+/// The `grpc-timeout` a request carries, if any and well-formed.
+pub fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    headers
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout)
+}
+
 tokio::task_local! {
     static SERVING_DEADLINE: Instant;
 }

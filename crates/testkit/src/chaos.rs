@@ -474,7 +474,8 @@ async fn caller(
     until: Instant,
     tally: Arc<Mutex<Tally>>,
 ) {
-    let mut rng = fastrand_like(seed.wrapping_add(worker as u64 * 7919));
+    // Seeded: the run is reproducible from its seed.
+    let mut rng = fastrand::Rng::with_seed(seed.wrapping_add(worker as u64 * 7919));
     let clients: Vec<_> = order_urls
         .iter()
         .map(|u| ord::order_service_client::OrderServiceClient::new(channel(u)))
@@ -482,19 +483,19 @@ async fn caller(
     let mut n = 0u64;
     while Instant::now() < until {
         n += 1;
-        let user = users[rng.below(users.len())];
+        let user = users[rng.usize(..users.len())];
         let token = customer_token(user);
-        let mut client = clients[rng.below(clients.len())].clone();
-        let roll = rng.below(100);
+        let mut client = clients[rng.usize(..clients.len())].clone();
+        let roll = rng.usize(..100);
         let (sku, qty, card) = match roll {
             0..=54 => (
-                format!("PLENTY-{}", 1 + rng.below(3)),
-                1 + rng.below(3),
+                format!("PLENTY-{}", 1 + rng.usize(..3)),
+                1 + rng.usize(..3),
                 "pm_card_ok",
             ),
             55..=64 => ("PLENTY-1".into(), 1, "pm_card_declined"),
             65..=69 => ("PLENTY-2".into(), 1, "pm_card_error"),
-            70..=84 => ("SCARCE-1".into(), 1 + rng.below(2), "pm_card_ok"),
+            70..=84 => ("SCARCE-1".into(), 1 + rng.usize(..2), "pm_card_ok"),
             _ => ("PLENTY-3".into(), 1, "pm_card_ok"),
         };
         if (85..=92).contains(&roll) {
@@ -502,7 +503,7 @@ async fn caller(
             let pick = {
                 let mut t = tally.lock().unwrap();
                 let len = t.confirmed.len();
-                (len > 0).then(|| t.confirmed.swap_remove(rng.below(len)))
+                (len > 0).then(|| t.confirmed.swap_remove(rng.usize(..len)))
             };
             if let Some((id, owner)) = pick {
                 let mut req = bearer(
@@ -536,7 +537,7 @@ async fn caller(
         let copies = if roll >= 93 { 2 } else { 1 };
         let mut calls = Vec::new();
         for _ in 0..copies {
-            let mut client = clients[rng.below(clients.len())].clone();
+            let mut client = clients[rng.usize(..clients.len())].clone();
             let mut req = bearer(request.clone(), &token);
             req.set_timeout(Duration::from_secs(4));
             calls.push(tokio::spawn(async move {
@@ -567,27 +568,6 @@ async fn caller(
             // as a client with backoff would.
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    }
-}
-
-/// A small seeded generator (splitmix64): the run is reproducible from its seed.
-struct Rng(u64);
-
-fn fastrand_like(seed: u64) -> Rng {
-    Rng(seed)
-}
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
     }
 }
 
@@ -663,7 +643,7 @@ pub async fn run(opts: Options) -> Result<Summary, String> {
     }
 
     let mut summary = Summary::default();
-    let mut rng = Rng(opts.seed ^ 0xC0FF_EE00);
+    let mut rng = fastrand::Rng::with_seed(opts.seed ^ 0xC0FF_EE00);
     let mut next_fault = Instant::now() + opts.fault_every;
     let mut fault_no = 0u32;
     let mut order_metrics: HashMap<usize, (f64, f64)> = HashMap::new();
@@ -742,7 +722,7 @@ pub async fn run(opts: Options) -> Result<Summary, String> {
             fault_no += 1;
             let count = services.lock().unwrap().len();
             // Every service in turn, in an order the seed shuffles.
-            let victim = (fault_no as usize + rng.below(count)) % count;
+            let victim = (fault_no as usize + rng.usize(..count)) % count;
             let name = services.lock().unwrap()[victim].name;
             if opts.faults.stop && (fault_no.is_multiple_of(5) || !opts.faults.kill) {
                 services.lock().unwrap()[victim].signal("-STOP");
@@ -755,7 +735,7 @@ pub async fn run(opts: Options) -> Result<Summary, String> {
             } else {
                 let armed = name == "payment" && fault_no.is_multiple_of(3);
                 let services = services.clone();
-                let pause = Duration::from_millis(200 + rng.below(1_000) as u64);
+                let pause = Duration::from_millis(200 + rng.usize(..1_000) as u64);
                 in_effect = format!("{name} killed");
                 tokio::task::spawn_blocking(move || {
                     services.lock().unwrap()[victim].kill();

@@ -301,6 +301,37 @@ pub struct Order {
 }
 
 impl Order {
+    /// A new order for `new`, PENDING before its first step, at `now` (µs).
+    pub fn pending(new: &NewOrder, now: i64) -> Self {
+        Order {
+            id: Uuid::now_v7(),
+            user_id: new.user_id,
+            items: new
+                .lines
+                .iter()
+                .map(|l| Item {
+                    sku: l.sku.as_str().to_owned(),
+                    quantity: l.quantity,
+                    product_id: None,
+                    name: None,
+                    unit_price: None,
+                })
+                .collect(),
+            status: Status::Pending,
+            step: Step::CheckUser,
+            payment_method: new.payment_method.as_str().to_owned(),
+            payment_id: None,
+            currency: None,
+            total: None,
+            charge_unknown: false,
+            cancel_reason: None,
+            cancel_detail: None,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
     /// The key the saga charges with: one per order, so retries and recovery can
     /// never charge twice.
     pub fn charge_key(&self) -> String {

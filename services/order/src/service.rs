@@ -14,7 +14,7 @@ use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
 use crate::{
-    domain::{CancelReason, Item, NewOrder, Order, Status, Step},
+    domain::{CancelReason, NewOrder, Order, Status, Step},
     error::Error,
     lease::Lease,
     saga::Saga,
@@ -96,34 +96,7 @@ impl Orders {
         if let Some(existing) = self.replay(&new, &fingerprint).await? {
             return Ok(existing);
         }
-        let now = now_micros();
-        let order = Order {
-            id: Uuid::now_v7(),
-            user_id: new.user_id,
-            items: new
-                .lines
-                .iter()
-                .map(|l| Item {
-                    sku: l.sku.as_str().to_owned(),
-                    quantity: l.quantity,
-                    product_id: None,
-                    name: None,
-                    unit_price: None,
-                })
-                .collect(),
-            status: Status::Pending,
-            step: Step::CheckUser,
-            payment_method: new.payment_method.as_str().to_owned(),
-            payment_id: None,
-            currency: None,
-            total: None,
-            charge_unknown: false,
-            cancel_reason: None,
-            cancel_detail: None,
-            version: 1,
-            created_at: now,
-            updated_at: now,
-        };
+        let order = Order::pending(&new, now_micros());
         // Stored PENDING before any remote call, holding the lease.
         let leases = self.saga.leases();
         let lease = match self

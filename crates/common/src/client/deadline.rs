@@ -14,7 +14,7 @@ use std::{
 
 use http::HeaderMap;
 
-use crate::rpc::{parse_grpc_timeout, serving_deadline as incoming, with_serving_deadline};
+use crate::rpc::{grpc_timeout, serving_deadline as incoming, with_serving_deadline};
 
 /// Runs `fut` with `deadline` as the incoming call's deadline (the server
 /// stack does this for every handler).
@@ -32,11 +32,7 @@ pub fn margin(left: Duration) -> Duration {
 /// `grpc-timeout`, the incoming call's deadline less the margin, and — when
 /// neither is there — now plus `default`.
 pub fn outbound(headers: &HeaderMap, default: Duration, now: Instant) -> Instant {
-    let own = headers
-        .get("grpc-timeout")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_grpc_timeout)
-        .map(|t| now + t);
+    let own = grpc_timeout(headers).map(|t| now + t);
     let inherited = incoming().map(|d| {
         let left = d.saturating_duration_since(now);
         now + left.saturating_sub(margin(left))

@@ -27,7 +27,7 @@ impl Deadline {
     }
 }
 
-use crate::rpc::parse_grpc_timeout;
+use crate::rpc::grpc_timeout;
 
 /// See the module docs.
 #[derive(Debug, Clone, Copy)]
@@ -72,11 +72,7 @@ where
     }
 
     fn call(&mut self, mut req: HttpRequest) -> Self::Future {
-        let client = req
-            .headers()
-            .get("grpc-timeout")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_grpc_timeout);
+        let client = grpc_timeout(req.headers());
         let budget = client.map_or(self.default, |c| c.min(self.default));
         let deadline = Instant::now() + budget;
         req.extensions_mut().insert(Deadline(deadline));

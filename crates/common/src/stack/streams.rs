@@ -44,7 +44,7 @@ use super::{
 use crate::{
     auth::Caller,
     config::ServerConfig,
-    rpc::{parse_grpc_timeout, split_path},
+    rpc::{grpc_timeout, split_path},
 };
 
 /// The message of a stream ended at its maximum age.
@@ -241,12 +241,7 @@ where
             .extensions()
             .get::<Caller>()
             .and_then(|c| token_end(c.valid_until, now));
-        let client = req
-            .headers()
-            .get("grpc-timeout")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_grpc_timeout)
-            .and_then(|t| now.checked_add(t));
+        let client = grpc_timeout(req.headers()).and_then(|t| now.checked_add(t));
         for (at, why) in [
             (token, Cutoff::TokenExpired),
             (client, Cutoff::ClientDeadline),

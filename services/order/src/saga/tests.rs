@@ -22,7 +22,10 @@ use uuid::Uuid;
 
 use super::{Saga, Timing};
 use crate::{
-    domain::{CancelReason, Currency, Item, Order, Status, Step},
+    domain::{
+        CancelReason, Currency, IdempotencyKey, Line, NewOrder, Order, PaymentMethod, Sku, Status,
+        Step,
+    },
     error::Error,
     lease::{Lease, Leases},
     ports::{
@@ -251,30 +254,16 @@ impl Harness {
 
     /// Stores a new order holding its first lease.
     async fn place(&self) -> (Order, Lease) {
-        let now = now_micros();
-        let order = Order {
-            id: Uuid::now_v7(),
+        let new = NewOrder {
             user_id: Uuid::now_v7(),
-            items: vec![Item {
-                sku: "SKU-1".into(),
+            lines: vec![Line {
+                sku: Sku::parse("SKU-1").unwrap(),
                 quantity: 2,
-                product_id: None,
-                name: None,
-                unit_price: None,
             }],
-            status: Status::Pending,
-            step: Step::CheckUser,
-            payment_method: "pm_card_ok".into(),
-            payment_id: None,
-            currency: None,
-            total: None,
-            charge_unknown: false,
-            cancel_reason: None,
-            cancel_detail: None,
-            version: 1,
-            created_at: now,
-            updated_at: now,
+            payment_method: PaymentMethod::parse("pm_card_ok").unwrap(),
+            idempotency_key: IdempotencyKey::parse("key").unwrap(),
         };
+        let order = Order::pending(&new, now_micros());
         let leases = self.saga.leases();
         let Inserted::New(lease) = self
             .store
