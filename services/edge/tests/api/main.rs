@@ -1,6 +1,10 @@
 //! The edge over real sockets: the four services in this process (the
 //! testkit's `Stack`), the edge in front of them, and a plain HTTP/1.1 client.
 
+mod grpc_web;
+mod streams;
+mod wire;
+
 use std::net::SocketAddr;
 
 use emporium_common::config::PeerConfig;
