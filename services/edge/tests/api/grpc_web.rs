@@ -133,7 +133,7 @@ async fn grpc_web_reaches_public_methods_only_with_cors_for_the_allowed_origin()
         .head
         .header("grpc-status")
         .map(str::to_owned)
-        .unwrap_or_else(|| String::new());
+        .unwrap_or_default();
     let (_, trailers) = split(&reading.body().await);
     assert!(
         status == "12" || trailers.contains("grpc-status:12"),
