@@ -9,7 +9,7 @@ SERVICES := user inventory payment order edge
 export EMPORIUM_USER__ADMIN_EMAIL ?= admin@emporium.local
 export EMPORIUM_USER__ADMIN_PASSWORD ?= admin-password
 
-.PHONY: help run build test fmt lint proto-lint proto-breaking smoke demo deny certs observability-check \
+.PHONY: help run build test fmt lint openapi proto-lint proto-breaking smoke demo deny certs observability-check \
         deploy-check compose-up compose-down compose-run chaos
 
 help: ## List the targets
@@ -39,6 +39,10 @@ lint: ## rustfmt check and clippy with warnings as errors
 
 deny: ## cargo-deny: licenses, bans, sources, advisories (offline snapshot; installs cargo-deny)
 	tools/deny
+
+openapi: ## Rewrite docs/api/openapi.json from the contracts (the edge's /openapi.json) and validate it
+	EMPORIUM_UPDATE_OPENAPI=1 cargo test -q -p emporium-edge --test api the_served_openapi_document_is_the_committed_one
+	tools/check-openapi
 
 proto-lint: ## buf lint the contracts (installs buf from npm on first use)
 	tools/buf lint
