@@ -19,7 +19,7 @@ build: ## Build every crate and binary
 	cargo build --workspace --bins
 
 run: build ## Run all services on localhost (gRPC 50051.., admin 9091..; SQLite under data/) and the edge (REST on http://localhost:8080, admin 9095); Ctrl-C stops them
-	EMPORIUM_DEV_MODE=true tools/run-services $(SERVICES)
+	EMPORIUM_DEV_MODE=true EMPORIUM_SERVER__TRUSTED_PROXIES='["127.0.0.1/32", "::1/128"]' tools/run-services $(SERVICES)
 
 demo: ## Run the narrated end-to-end story against the running stack (start it first with `make run`)
 	cargo run -q -p emporium-cli -- demo
