@@ -527,11 +527,18 @@ async fn the_served_openapi_document_is_the_committed_one() {
     let edge = spawn_edge(&stack).await;
     let reading = wire::send(edge.grpc_addr, "GET", "/openapi.json", &[], b"").await;
     assert_eq!(reading.head.status, 200);
-    assert_eq!(reading.head.header("content-type"), Some("application/json"));
+    assert_eq!(
+        reading.head.header("content-type"),
+        Some("application/json")
+    );
     let served = String::from_utf8(reading.body().await).unwrap();
     let doc: Value = serde_json::from_str(&served).unwrap();
     assert_eq!(doc["openapi"], "3.0.3");
-    for path in ["/v1/orders", "/v1/orders/{order_id}:cancel", "/v1/orders:watch"] {
+    for path in [
+        "/v1/orders",
+        "/v1/orders/{order_id}:cancel",
+        "/v1/orders:watch",
+    ] {
         assert!(doc["paths"][path].is_object(), "{path} is not documented");
     }
     let committed = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/api/openapi.json");

@@ -231,3 +231,38 @@ async fn an_order_is_followed_over_websocket_and_errors_close_with_their_status(
     socket.send(Message::Close(None)).await.unwrap();
     let _ = tokio::time::timeout(WAIT, socket.next()).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_that_stops_tells_open_streams_to_reconnect_and_exits() {
+    let stack = Stack::start(TestDb::sqlite()).await;
+    let mut edge = spawn_edge(&stack).await;
+    let at = edge.grpc_addr;
+    let auth = format!("Bearer {}", stack.customer_token);
+    let reading = wire::send(
+        at,
+        "GET",
+        "/v1/orders:watch",
+        &[("Authorization", &auth)],
+        b"",
+    )
+    .await;
+    assert_eq!(reading.head.status, 200);
+    let mut events = wire::Events::new(reading);
+    assert_eq!(
+        events.next(WAIT).await.expect("a heartbeat").kind,
+        "comment"
+    );
+
+    // The stream does not hold the shutdown open for the grace period: it
+    // ends with UNAVAILABLE, which a client takes as "reconnect".
+    let stopping = tokio::spawn(async move { edge.stop().await });
+    let error = events.next_event(WAIT).await.expect("the reason it ended");
+    assert_eq!(error.kind, "error");
+    let body = json_of(&error.data);
+    assert_eq!(body["error"]["status"], "UNAVAILABLE");
+    assert!(events.next_event(WAIT).await.is_none());
+    let stopped = tokio::time::timeout(Duration::from_secs(3), stopping)
+        .await
+        .expect("the edge stops well within its 5 s grace period");
+    stopped.unwrap().unwrap();
+}
