@@ -9,7 +9,7 @@ SERVICES := user inventory payment order edge
 export EMPORIUM_USER__ADMIN_EMAIL ?= admin@emporium.local
 export EMPORIUM_USER__ADMIN_PASSWORD ?= admin-password
 
-.PHONY: help run build test fmt lint openapi proto-lint proto-breaking smoke demo deny certs observability-check \
+.PHONY: help run build test fmt lint bench openapi proto-lint proto-breaking smoke demo deny certs observability-check \
         deploy-check compose-up compose-down compose-run chaos
 
 help: ## List the targets
@@ -39,6 +39,9 @@ lint: ## rustfmt check and clippy with warnings as errors
 
 deny: ## cargo-deny: licenses, bans, sources, advisories (offline snapshot; installs cargo-deny)
 	tools/deny
+
+bench: ## Measure: every scenario against a bare tonic server (release build, pinned CPUs, medians of 3); rewrites docs/performance.md and docs/img/performance.svg (BENCH_ARGS=--smoke for a quick pass)
+	tools/bench
 
 openapi: ## Rewrite docs/api/openapi.json from the contracts (the edge's /openapi.json) and validate it
 	EMPORIUM_UPDATE_OPENAPI=1 cargo test -q -p emporium-edge --test api the_served_openapi_document_is_the_committed_one
