@@ -13,6 +13,7 @@
 pub mod config;
 pub mod error;
 pub mod routes;
+mod static_files;
 pub mod transcode;
 
 use std::{
@@ -107,7 +108,10 @@ fn router(
         peers,
         max_body_bytes: config.edge.max_body_bytes,
     });
-    Ok(Router::new().fallback(handle).with_state(edge))
+    Ok(Router::new()
+        .merge(static_files::router())
+        .fallback(handle)
+        .with_state(edge))
 }
 
 /// Serves the REST/JSON API on the main listener and the admin routes on the
