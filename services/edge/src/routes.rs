@@ -198,7 +198,8 @@ pub struct RouteTable {
 
 impl RouteTable {
     /// Reads every service's methods in `pool` and keeps those with a rule.
-    /// Streaming methods are left out (they are not unary REST calls).
+    /// Server-streaming methods become GET routes served as Server-Sent Events
+    /// or WebSocket; client streams have no HTTP mapping and are refused.
     pub fn from_pool(pool: &DescriptorPool) -> Result<Self, RouteError> {
         let mut routes = Vec::new();
         let Some(ext) = pool.get_extension_by_name(HTTP_EXTENSION) else {
@@ -215,8 +216,8 @@ impl RouteTable {
                     method: name.clone(),
                     reason,
                 };
-                if rpc.is_client_streaming() || rpc.is_server_streaming() {
-                    return Err(err("streaming methods have no REST route yet".into()));
+                if rpc.is_client_streaming() {
+                    return Err(err("client-streaming methods have no HTTP route".into()));
                 }
                 let Value::Message(rule) = options.get_extension(&ext).into_owned() else {
                     return Err(err("google.api.http is not a message".into()));

@@ -281,6 +281,7 @@ impl pb::order_service_server::OrderService for OrderApi {
         let caller = caller(&req)?;
         let target = match req.into_inner().target {
             Some(Target::OrderId(id)) => WatchTarget::Order(order_id(&id)?),
+            None => WatchTarget::User(caller.user_id),
             Some(Target::UserOrders(u)) if u.user_id.is_empty() => {
                 WatchTarget::User(caller.user_id)
             }
@@ -288,11 +289,6 @@ impl pb::order_service_server::OrderService for OrderApi {
                 WatchTarget::User(domain::parse_uuid(&u.user_id).map_err(|e| {
                     Error::InvalidArgument(Violations::one("user_orders.user_id", e))
                 })?)
-            }
-            None => {
-                return Err(
-                    Error::InvalidArgument(Violations::one("target", "is required")).into(),
-                );
             }
         };
         let updates = self.orders.watch(&caller, target).await?;

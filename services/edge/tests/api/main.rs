@@ -28,7 +28,8 @@ async fn spawn_edge(stack: &Stack) -> Spawned {
     .await
 }
 
-/// The edge in front of `peers`, with a body limit of 4 KiB.
+/// The edge in front of `peers`, with a body limit of 4 KiB, CORS for
+/// `https://shop.example.com` and stream heartbeats every 200 ms.
 async fn spawn_edge_with(peers: Peers) -> Spawned {
     spawn(TestDb::sqlite(), move |database, listeners, stop| {
         let config = Config {
@@ -36,6 +37,8 @@ async fn spawn_edge_with(peers: Peers) -> Spawned {
             peers,
             edge: EdgeConfig {
                 max_body_bytes: 4096,
+                cors_allowed_origins: vec!["https://shop.example.com".into()],
+                stream_heartbeat_ms: 200,
             },
         };
         emporium_edge::serve(config, listeners, stop)
