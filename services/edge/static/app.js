@@ -67,11 +67,14 @@ function toast(text, kind = "ok") {
   }, 3500);
 }
 
-/** A stable colour for a product's picture, from its SKU. */
+/** Hues that suit the shop's palette: green, terracotta, blue, sand, rose, lavender, teal, olive. */
+const HUES = [150, 18, 205, 40, 340, 262, 178, 78];
+
+/** A stable colour for a product's picture, from its SKU (FNV-1a). */
 function hue(sku) {
-  let n = 0;
-  for (const ch of String(sku)) n = (n * 31 + ch.charCodeAt(0)) % 360;
-  return n;
+  let n = 0x811c9dc5;
+  for (const ch of String(sku)) n = Math.imul(n ^ ch.charCodeAt(0), 0x01000193) >>> 0;
+  return HUES[n % HUES.length];
 }
 
 function initials(name) {
@@ -740,7 +743,7 @@ function liveIndicator() {
     live: "Live",
     connecting: "Connecting…",
     offline: "Reconnecting…",
-    ended: "Final",
+    ended: "Final state",
   };
   return h(
     "span",
@@ -941,6 +944,13 @@ function progress(order) {
   );
 }
 
+/** Cancel reasons after which ordering the same items again makes sense. */
+const RETRYABLE = [
+  "CANCEL_REASON_PAYMENT_DECLINED",
+  "CANCEL_REASON_PAYMENT_METHOD_INVALID",
+  "CANCEL_REASON_PAYMENT_FAILED",
+];
+
 function drawTracker(view, order) {
   const status = order.status;
   let headline;
@@ -956,7 +966,24 @@ function drawTracker(view, order) {
       { class: "panel panel-cancelled" },
       h("p", { class: "cancel-reason", "data-reason": order.cancelReason ?? "" }, cancelReason(order.cancelReason)),
       hint ? h("p", { class: "cancel-hint" }, hint) : null,
-      h("a", { class: "btn btn-ghost btn-small", href: "#/cart" }, "Back to your cart"),
+      RETRYABLE.includes(order.cancelReason)
+        ? h(
+            "button",
+            {
+              type: "button",
+              class: "btn btn-primary btn-small try-again",
+              onclick: () => {
+                // The same items back in the cart, to pay another way.
+                for (const i of order.items ?? []) {
+                  const p = productBySku(i.sku) ?? { sku: i.sku, id: i.productId, name: i.name };
+                  if (!cart().some((l) => l.sku === i.sku)) addToCart(p, Number(i.quantity));
+                }
+                location.hash = "#/cart";
+              },
+            },
+            "Try another card",
+          )
+        : null,
     );
   } else {
     headline = "We are processing your order…";
@@ -1117,14 +1144,14 @@ async function renderAdmin() {
     formError(),
     h(
       "div",
-      { class: "row" },
+      { class: "form-grid" },
       field("SKU", "sku", { type: "text", placeholder: "MUG-BLUE", autocapitalize: "characters", required: true }, "A–Z, 0–9, - and _"),
-      field("Price", "unitPrice", { type: "text", inputmode: "decimal", placeholder: "12.50", required: true }),
+      field("Name", "name", { type: "text", placeholder: "Blue enamel mug", required: true }),
+      field("Price", "unitPrice", { type: "text", inputmode: "decimal", placeholder: "12.50", required: true }, "In the catalogue currency"),
+      field("Initial stock", "initialStock", { type: "number", min: 0, step: 1, value: 0 }),
+      h("div", { class: "span-all" }, field("Description", "description", { type: "textarea", placeholder: "What makes it worth buying" })),
     ),
-    field("Name", "name", { type: "text", placeholder: "Blue enamel mug", required: true }),
-    field("Description", "description", { type: "textarea", placeholder: "What makes it worth buying" }),
-    field("Initial stock", "initialStock", { type: "number", min: 0, step: 1, value: 0 }),
-    h("button", { type: "submit", class: "btn btn-primary" }, "Add product"),
+    h("div", { class: "form-actions" }, h("button", { type: "submit", class: "btn btn-primary" }, "Add product")),
   );
   const tbody = h("tbody", { id: "stock-rows" });
   const stock = h(

@@ -457,6 +457,11 @@ impl Page {
         self.click(&format!(".product-card[data-sku='{sku}'] .add-to-cart"))
             .await;
         self.click("#cart-link").await;
+        self.checkout(card).await
+    }
+
+    /// Pays for the cart with `card`; the order's id once its page shows it.
+    async fn checkout(&self, card: &str) -> String {
         self.shown("#checkout").await;
         self.click(&format!("#checkout input[value='{card}']"))
             .await;
@@ -483,6 +488,73 @@ impl Page {
 }
 
 // ------------------------------------------------------------------- test
+
+/// One raw HTTP/1.1 GET: the status line's code, the headers (names lower case)
+/// and the body's length.
+async fn get(
+    addr: std::net::SocketAddr,
+    path: &str,
+    extra: &str,
+) -> (u16, Vec<(String, String)>, usize) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\r\n");
+    stream.write_all(req.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read");
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers, body.len())
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map_or("", |(_, v)| v.as_str())
+}
+
+/// Needs no browser: the files, their types, the policy and revalidation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_storefront_is_served_from_the_binary_with_a_strict_policy() {
+    let shop = start_shop().await;
+    let at = shop.edge.grpc_addr;
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/assets/app.js", "text/javascript"),
+        ("/assets/api.js", "text/javascript"),
+        ("/assets/format.js", "text/javascript"),
+        ("/assets/style.css", "text/css"),
+        ("/favicon.svg", "image/svg+xml"),
+    ] {
+        let (status, headers, len) = get(at, path, "").await;
+        assert_eq!(status, 200, "{path}");
+        assert!(len > 0, "{path}");
+        assert!(header(&headers, "content-type").starts_with(kind), "{path}");
+        assert_eq!(header(&headers, "cache-control"), "no-cache", "{path}");
+        let csp = header(&headers, "content-security-policy");
+        assert!(csp.starts_with("default-src 'self'"), "{path}: {csp}");
+        assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
+        assert_eq!(header(&headers, "x-content-type-options"), "nosniff");
+        let etag = header(&headers, "etag").to_owned();
+        let (again, _, len) = get(at, path, &format!("If-None-Match: {etag}\r\n")).await;
+        assert_eq!((again, len), (304, 0), "{path} revalidates");
+    }
+    // The API and its JSON errors are still everything else.
+    let (status, headers, _) = get(at, "/assets/nothing.js", "").await;
+    assert_eq!(status, 404);
+    assert!(header(&headers, "content-type").starts_with("application/json"));
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_customer_shops_and_an_admin_stocks_the_shelves_in_a_real_browser() {
@@ -622,9 +694,11 @@ async fn a_customer_shops_and_an_admin_stocks_the_shelves_in_a_real_browser() {
     page.shows("#view-order .badge", "Cancelled").await;
     page.shows(".cancel-reason", "Your card was declined").await;
     page.screenshot("order-declined").await;
-    let poor = page
-        .order("SPOON-OLIVE", "pm_card_insufficient_funds")
+    // The same items again, with another card.
+    page.click(".try-again").await;
+    page.shows(".cart-line[data-sku='SPOON-OLIVE'] .qty", "1")
         .await;
+    let poor = page.checkout("pm_card_insufficient_funds").await;
     assert_ne!(poor, declined);
     page.shows(".cancel-hint", "insufficient funds").await;
 
