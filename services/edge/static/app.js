@@ -235,6 +235,7 @@ const state = {
   orderList: [], // ids, newest first
   ordersNext: "",
   checkoutKey: null,
+  cancelling: new Set(), // ids of orders whose cancellation is still running
   stopWatch: null,
   liveState: "offline",
 };
@@ -302,6 +303,7 @@ function rememberOrder(order) {
   // Updates can cross (the POST's answer and the stream): keep the newest.
   if (known && Date.parse(known.updateTime ?? 0) > Date.parse(order.updateTime ?? 0)) return known;
   state.orders.set(order.id, order);
+  if (order.status === "ORDER_STATUS_CANCELLED") state.cancelling.delete(order.id);
   if (!state.orderList.includes(order.id)) state.orderList.unshift(order.id);
   return order;
 }
@@ -442,6 +444,7 @@ function signOut(notice = "") {
   clearSession();
   sessionStorage.removeItem(CART_KEY);
   state.orders.clear();
+  state.cancelling.clear();
   state.orderList = [];
   state.products.clear();
   state.productOrder = [];
@@ -758,8 +761,28 @@ function setLive(s) {
   $("#live")?.replaceWith(liveIndicator());
 }
 
+/** Repeats a cancellation still running until it is done (a few tries, spaced out). */
+function settleCancel(id, attempt = 1) {
+  setTimeout(async () => {
+    if (!state.cancelling.has(id) || !session()) return;
+    try {
+      rememberOrder((await api.cancelOrder(id)).order);
+    } catch {
+      // Still running, or the shop unreachable: the stream may still tell.
+    }
+    if (state.cancelling.has(id) && state.orders.get(id)?.status === "ORDER_STATUS_CANCELLED") {
+      state.cancelling.delete(id);
+    }
+    redrawOrder(id);
+    if (state.cancelling.has(id) && attempt < 6) settleCancel(id, attempt + 1);
+  }, 1000 * 2 ** (attempt - 1));
+}
+
 /** Cancel with an inline confirmation (no browser dialog). */
 function cancelControl(order, after) {
+  if (state.cancelling.has(order.id)) {
+    return h("div", { class: "cancel-control cancelling" }, spinner(), "Cancelling…");
+  }
   const wrap = h("div", { class: "cancel-control" });
   const ask = h(
     "button",
@@ -777,10 +800,24 @@ function cancelControl(order, after) {
               onclick: async (e) => {
                 try {
                   const done = await busy(e.currentTarget, "Cancelling…", () => api.cancelOrder(order.id));
-                  rememberOrder(done.order);
-                  toast(`Order #${shortId(order.id)} cancelled; your refund is on its way`);
+                  const now = rememberOrder(done.order);
+                  if (now?.status === "ORDER_STATUS_CANCELLED") {
+                    toast(`Order #${shortId(order.id)} cancelled; your refund is on its way`);
+                  } else {
+                    // Accepted, still running (refund, stock): the stream says when it is done.
+                    state.cancelling.add(order.id);
+                  }
                   after();
                 } catch (err) {
+                  if (err.status === "UNAVAILABLE" && err.httpStatus !== 0) {
+                    // The cancellation was accepted and finishes in the
+                    // background: show it running until the stream, or a
+                    // repeated (idempotent) call, reports it done.
+                    state.cancelling.add(order.id);
+                    settleCancel(order.id);
+                    after();
+                    return;
+                  }
                   wrap.append(h("p", { class: "form-error" }, errorText(err, {
                     FAILED_PRECONDITION: "This order is still being processed; try again in a moment.",
                   })));
@@ -953,6 +990,10 @@ const RETRYABLE = [
 
 function drawTracker(view, order) {
   const status = order.status;
+  // Every status this page has shown, in order ("pending confirmed"): the
+  // browser test reads it to see a change arrive without a reload.
+  const seen = (view.dataset.seen ?? "").split(" ").filter(Boolean);
+  if (seen.at(-1) !== statusKey(status)) view.dataset.seen = [...seen, statusKey(status)].join(" ");
   let headline;
   let body;
   if (status === "ORDER_STATUS_CONFIRMED") {
