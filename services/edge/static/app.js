@@ -851,7 +851,11 @@ function orderRow(order) {
       { class: "order-items" },
       h("p", {}, itemsSummary(order)),
       order.status === "ORDER_STATUS_CANCELLED"
-        ? h("p", { class: "reason-short" }, cancelReason(order.cancelReason))
+        ? h(
+            "p",
+            { class: `reason-short${REQUESTED.includes(order.cancelReason) ? " reason-requested" : ""}` },
+            [cancelReason(order.cancelReason), cancelHint(order)].filter(Boolean).join(" "),
+          )
         : null,
     ),
     h("div", { class: "order-total" }, money(order.total)),
@@ -980,6 +984,9 @@ function progress(order) {
     }),
   );
 }
+
+/** Cancellations somebody asked for (not failures). */
+const REQUESTED = ["CANCEL_REASON_CUSTOMER_REQUESTED", "CANCEL_REASON_ADMIN_REQUESTED"];
 
 /** Cancel reasons after which ordering the same items again makes sense. */
 const RETRYABLE = [

@@ -14,7 +14,6 @@ use std::{
     future::Future,
     io::Write as _,
     net::TcpListener,
-    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -113,22 +112,38 @@ fn free_port() -> u16 {
 /// chromedriver, killed when dropped.
 struct Driver {
     child: Child,
-    url: String,
+    port: u16,
+    /// The browser session, closed on drop if the test did not close it.
+    session: Option<String>,
     _dir: tempfile::TempDir,
 }
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        // Chromium runs in chromedriver's own process group: ending the group
-        // leaves no browser behind, even when the test failed before it could
-        // close its session.
-        let _ = Command::new("kill")
-            .arg("-KILL")
-            .arg(format!("-{}", self.child.id()))
-            .status();
+        // A test that failed never closed its session: ask chromedriver to,
+        // so Chromium goes with it (killing chromedriver alone would leave the
+        // browser running).
+        if let Some(session) = self.session.take() {
+            let _ = delete_session(self.port, &session);
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `DELETE /session/{id}` to chromedriver on `port`, blocking, bounded.
+fn delete_session(port: u16, session: &str) -> std::io::Result<()> {
+    use std::io::Read as _;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "DELETE /session/{session} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    Ok(())
 }
 
 /// Starts chromedriver and opens a headless Chromium session on it.
@@ -137,7 +152,6 @@ async fn start_browser(chromium: &Path, driver: &Path) -> (Driver, Client) {
     let port = free_port();
     let log = std::fs::File::create(dir.path().join("chromedriver.log")).expect("log file");
     let child = Command::new(driver)
-        .process_group(0)
         .arg(format!("--port={port}"))
         .arg("--allowed-ips=127.0.0.1")
         .stdin(Stdio::null())
@@ -145,11 +159,13 @@ async fn start_browser(chromium: &Path, driver: &Path) -> (Driver, Client) {
         .stderr(log)
         .spawn()
         .expect("start chromedriver");
-    let driver = Driver {
+    let mut driver = Driver {
         child,
-        url: format!("http://127.0.0.1:{port}"),
+        port,
+        session: None,
         _dir: dir,
     };
+    let url = format!("http://127.0.0.1:{port}");
     let profile = driver._dir.path().join("profile");
     let mut caps = serde_json::Map::new();
     caps.insert(
@@ -180,7 +196,7 @@ async fn start_browser(chromium: &Path, driver: &Path) -> (Driver, Client) {
     let client = loop {
         match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
             .capabilities(caps.clone())
-            .connect(&driver.url)
+            .connect(&url)
             .await
         {
             Ok(client) => break client,
@@ -190,13 +206,13 @@ async fn start_browser(chromium: &Path, driver: &Path) -> (Driver, Client) {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(e) => panic!(
-                "no WebDriver session on {} within {PATIENCE:?}: {e}\nchromedriver log:\n{}",
-                driver.url,
+                "no WebDriver session on {url} within {PATIENCE:?}: {e}\nchromedriver log:\n{}",
                 std::fs::read_to_string(driver._dir.path().join("chromedriver.log"))
                     .unwrap_or_default()
             ),
         }
     };
+    driver.session = client.session_id().await.ok().flatten();
     (driver, client)
 }
 
@@ -621,7 +637,7 @@ async fn a_customer_shops_and_an_admin_stocks_the_shelves_in_a_real_browser() {
         shop.product(sku, name, description, cents, stock).await;
     }
 
-    let (_driver, client) = start_browser(&chromium, &driver).await;
+    let (mut driver, client) = start_browser(&chromium, &driver).await;
     let page = Page {
         client,
         base: shop.base(),
@@ -799,6 +815,16 @@ async fn a_customer_shops_and_an_admin_stocks_the_shelves_in_a_real_browser() {
     page.shows(".product-card[data-sku='BOARD-WALNUT'] .price", "39.00")
         .await;
 
+    // A phone-sized window: the same shop, one column.
+    if page.shots.is_some() {
+        page.client
+            .set_window_size(430, 1000)
+            .await
+            .expect("resize the window");
+        page.shown(".product-card[data-sku='BOARD-WALNUT']").await;
+        page.screenshot("mobile").await;
+    }
+
     // The policy held: no inline code was refused on the way.
     let violations = page
         .js(
@@ -808,4 +834,5 @@ async fn a_customer_shops_and_an_admin_stocks_the_shelves_in_a_real_browser() {
         .await;
     assert_eq!(violations, json!(""), "Content-Security-Policy violations");
     page.client.close().await.expect("close the browser");
+    driver.session = None;
 }
