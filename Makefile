@@ -9,7 +9,7 @@ SERVICES := user inventory payment order edge
 export EMPORIUM_USER__ADMIN_EMAIL ?= admin@emporium.local
 export EMPORIUM_USER__ADMIN_PASSWORD ?= admin-password
 
-.PHONY: help run build test fmt lint proto-lint proto-breaking smoke demo deny certs observability-check \
+.PHONY: help run build test fmt lint openapi proto-lint proto-breaking smoke demo deny certs observability-check \
         deploy-check compose-up compose-down compose-run chaos screenshots
 
 help: ## List the targets
@@ -19,7 +19,7 @@ build: ## Build every crate and binary
 	cargo build --workspace --bins
 
 run: build ## Run all services on localhost (gRPC 50051.., admin 9091..; SQLite under data/) and the edge (REST on http://localhost:8080, admin 9095); Ctrl-C stops them
-	EMPORIUM_DEV_MODE=true tools/run-services $(SERVICES)
+	EMPORIUM_DEV_MODE=true EMPORIUM_SERVER__TRUSTED_PROXIES='["127.0.0.1/32", "::1/128"]' tools/run-services $(SERVICES)
 
 demo: ## Run the narrated end-to-end story against the running stack (start it first with `make run`)
 	cargo run -q -p emporium-cli -- demo
@@ -42,6 +42,10 @@ lint: ## rustfmt check and clippy with warnings as errors
 
 deny: ## cargo-deny: licenses, bans, sources, advisories (offline snapshot; installs cargo-deny)
 	tools/deny
+
+openapi: ## Rewrite docs/api/openapi.json from the contracts (the edge's /openapi.json) and validate it
+	EMPORIUM_UPDATE_OPENAPI=1 cargo test -q -p emporium-edge --test api the_served_openapi_document_is_the_committed_one
+	tools/check-openapi
 
 proto-lint: ## buf lint the contracts (installs buf from npm on first use)
 	tools/buf lint

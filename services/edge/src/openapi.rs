@@ -15,9 +15,15 @@ use crate::routes::{Body, Route, RouteTable, Segment};
 pub fn document(table: &RouteTable, version: &str) -> Value {
     let mut schemas = BTreeMap::new();
     let mut paths: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for route in table.routes() {
         let path = openapi_path(route);
-        let op = operation(route, &mut schemas);
+        let mut op = operation(route, &mut schemas);
+        // Operation ids are unique: a method's further bindings are numbered.
+        let id = format!("{}_{}", route.rpc.parent_service().name(), route.rpc.name());
+        let n = seen.entry(id.clone()).or_default();
+        *n += 1;
+        op["operationId"] = Value::String(if *n == 1 { id } else { format!("{id}{n}") });
         paths
             .entry(path)
             .or_default()
@@ -134,7 +140,6 @@ fn operation(route: &Route, schemas: &mut BTreeMap<String, Value>) -> Value {
         })
     };
     let mut op = json!({
-        "operationId": rpc.name(),
         "tags": [rpc.parent_service().name()],
         "summary": comment(&rpc.parent_file(), rpc.path()).lines().next().unwrap_or_default(),
         "description": comment(&rpc.parent_file(), rpc.path()),
@@ -372,7 +377,8 @@ mod tests {
         let paths = doc["paths"].as_object().unwrap();
         for route in table.routes() {
             let op = &paths[&openapi_path(route)][route.method.as_str().to_ascii_lowercase()];
-            assert_eq!(op["operationId"], route.rpc.name(), "{}", route.pattern);
+            let id = op["operationId"].as_str().unwrap();
+            assert!(id.contains(route.rpc.name()), "{}: {id}", route.pattern);
         }
         let cancel = &paths["/v1/orders/{order_id}:cancel"]["post"];
         assert_eq!(cancel["parameters"][0]["name"], "order_id");

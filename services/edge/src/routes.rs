@@ -415,6 +415,8 @@ mod tests {
             "GET /v1/orders/{order_id} emporium.order.v1.OrderService/GetOrder",
             "POST /v1/orders/{order_id}:cancel emporium.order.v1.OrderService/CancelOrder",
             "GET /v1/payments/{payment_id} emporium.payment.v1.PaymentService/GetPayment",
+            "GET /v1/orders/{order_id}:watch emporium.order.v1.OrderService/WatchOrderUpdates",
+            "GET /v1/orders:watch emporium.order.v1.OrderService/WatchOrderUpdates",
         ] {
             let (route, rpc) = want.rsplit_once(' ').unwrap();
             let line = format!("{route} /{rpc}");

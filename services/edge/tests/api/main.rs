@@ -1,6 +1,10 @@
 //! The edge over real sockets: the four services in this process (the
 //! testkit's `Stack`), the edge in front of them, and a plain HTTP/1.1 client.
 
+mod grpc_web;
+mod streams;
+mod wire;
+
 use std::net::SocketAddr;
 
 use emporium_common::config::PeerConfig;
@@ -511,5 +515,39 @@ async fn an_edge_with_no_upstream_is_not_ready() {
     assert!(
         body.starts_with("no upstream is serving (") && body.contains("order: "),
         "{body}"
+    );
+}
+
+/// The document `/openapi.json` serves is the one in `docs/api/` (validated
+/// in CI by tools/check-openapi); `make openapi` rewrites it after a contract
+/// changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_served_openapi_document_is_the_committed_one() {
+    let stack = Stack::start(TestDb::sqlite()).await;
+    let edge = spawn_edge(&stack).await;
+    let reading = wire::send(edge.grpc_addr, "GET", "/openapi.json", &[], b"").await;
+    assert_eq!(reading.head.status, 200);
+    assert_eq!(
+        reading.head.header("content-type"),
+        Some("application/json")
+    );
+    let served = String::from_utf8(reading.body().await).unwrap();
+    let doc: Value = serde_json::from_str(&served).unwrap();
+    assert_eq!(doc["openapi"], "3.0.3");
+    for path in [
+        "/v1/orders",
+        "/v1/orders/{order_id}:cancel",
+        "/v1/orders:watch",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} is not documented");
+    }
+    let committed = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/api/openapi.json");
+    if std::env::var_os("EMPORIUM_UPDATE_OPENAPI").is_some() {
+        std::fs::write(committed, format!("{served}\n")).unwrap();
+    }
+    let on_disk = std::fs::read_to_string(committed).unwrap_or_default();
+    assert!(
+        on_disk.trim_end() == served,
+        "docs/api/openapi.json is not what the edge serves: run `make openapi`"
     );
 }
