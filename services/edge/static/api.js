@@ -119,9 +119,18 @@ export const api = {
     call("POST", `/v1/orders/${encodeURIComponent(id)}:cancel`, { reason }),
 };
 
-/** A fresh idempotency key. */
+/**
+ * A fresh idempotency key: a random UUID. `crypto.randomUUID` exists only in
+ * secure contexts (HTTPS, localhost); plain HTTP elsewhere gets the same from
+ * `getRandomValues`.
+ */
 export function newKey() {
-  return crypto.randomUUID();
+  if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const hex = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
 /**
