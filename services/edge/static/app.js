@@ -236,6 +236,7 @@ const state = {
   ordersNext: "",
   checkoutKey: null,
   cancelling: new Set(), // ids of orders whose cancellation is still running
+  nav: 0, // bumped on every navigation: a view that awaited checks it is still shown
   stopWatch: null,
   liveState: "offline",
 };
@@ -605,14 +606,16 @@ function stepper(line, product) {
 }
 
 async function renderCart() {
+  const nav = state.nav;
   if (!state.productsLoaded) {
     app().replaceChildren(h("div", { class: "loading" }, spinner(), "Loading your cart…"));
     try {
       await loadProducts();
     } catch (err) {
-      app().replaceChildren(h("p", { class: "form-error" }, errorText(err)));
+      if (stillShown(nav)) app().replaceChildren(h("p", { class: "form-error" }, errorText(err)));
       return;
     }
+    if (!stillShown(nav)) return;
   }
   const lines = cart();
   if (!lines.length) {
@@ -950,7 +953,9 @@ async function renderOrders() {
       $("#order-list")?.replaceChildren(h("li", { class: "form-error" }, errorText(err)));
     }
   };
+  const nav = state.nav;
   await refresh();
+  if (!stillShown(nav)) return;
   // All of the caller's orders, live; a reconnect re-reads the list (the
   // stream's initial state holds only the orders still PENDING).
   let opened = false;
@@ -1095,6 +1100,7 @@ function drawTracker(view, order) {
 }
 
 async function renderOrder(id) {
+  const nav = state.nav;
   const view = h("section", { id: "view-order", "data-order-id": id });
   app().replaceChildren(view);
   let order = state.orders.get(id);
@@ -1111,6 +1117,7 @@ async function renderOrder(id) {
       return;
     }
   }
+  if (!stillShown(nav)) return;
   // This order, live: the stream starts with its current state and ends once
   // it is CANCELLED (final).
   startWatching(`/v1/orders/${encodeURIComponent(id)}:watch`);
@@ -1230,27 +1237,42 @@ async function renderAdmin() {
       showErrors(create, new ApiError(400, { error: { status: "INVALID_ARGUMENT", details: [{ "@type": "type.googleapis.com/google.rpc.BadRequest", fieldViolations: [{ field: "initialStock", description: "enter a whole number of units" }] }] } }));
       return;
     }
+    const keep = (product) => {
+      if (!state.products.has(product.id)) state.productOrder.push(product.id);
+      state.products.set(product.id, product);
+      state.productOrder.sort((a, b) => (state.products.get(a).sku < state.products.get(b).sku ? -1 : 1));
+      draw();
+    };
+    const button = $("button[type=submit]", create);
+    let made;
     try {
-      const made = await busy($("button[type=submit]", create), "Adding…", async () => {
-        let { product } = await api.createProduct({
+      ({ product: made } = await busy(button, "Adding…", () =>
+        api.createProduct({
           sku: String(data.get("sku") ?? "").trim(),
           name: data.get("name"),
           description: data.get("description"),
           unitPrice: { currencyCode: cur, units },
-        });
-        if (initial !== "0") {
-          product = (await api.adjustStock(product.id, initial, "initial stock", newKey())).product;
-        }
-        return product;
-      });
-      if (!state.products.has(made.id)) state.productOrder.push(made.id);
-      state.products.set(made.id, made);
-      state.productOrder.sort((a, b) => (state.products.get(a).sku < state.products.get(b).sku ? -1 : 1));
-      draw();
-      create.reset();
-      toast(`${made.name} is now in the shop`);
+        }),
+      ));
     } catch (err) {
       showErrors(create, err, { fieldHints: { ALREADY_EXISTS: ["sku", "a product with this SKU already exists"] } });
+      return;
+    }
+    keep(made);
+    create.reset();
+    if (initial === "0") {
+      toast(`${made.name} is now in the shop`);
+      return;
+    }
+    try {
+      const stocked = await busy(button, "Stocking…", () => api.adjustStock(made.id, initial, "initial stock", newKey()));
+      keep(stocked.product);
+      toast(`${made.name} is now in the shop with ${stocked.product.stockOnHand} in stock`);
+    } catch (err) {
+      // The product exists: say so, and leave the stock to its row's form.
+      const banner = $(".form-error", create);
+      banner.textContent = `${made.name} was added, but its stock could not be set: ${errorText(err)} Use its row below.`;
+      banner.hidden = false;
     }
   });
 
@@ -1281,8 +1303,14 @@ function currentRoute() {
   );
 }
 
+/** Whether the view that started at navigation `nav` is still the one shown. */
+function stillShown(nav) {
+  return nav === state.nav;
+}
+
 function route() {
   const r = currentRoute();
+  state.nav += 1;
   stopWatching();
   if (!session()) {
     renderHeader();
