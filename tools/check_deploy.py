@@ -1196,7 +1196,7 @@ NEGATIVE = [
      "        ipv4_address: ${EMPORIUM_COMPOSE_NET:-172.30.80}.201\n",
      "does not trust the edge's address 172.30.80.201"),
     ("the services without trusted proxies in Kubernetes", "deploy/k8s/base/kustomization.yaml",
-     '      - EMPORIUM_SERVER__TRUSTED_PROXIES=["10.244.0.0/16"]\n', "",
+     '      - EMPORIUM_SERVER__TRUSTED_PROXIES=["10.244.0.0/16", "127.0.0.1/32", "::1/128"]\n', "",
      "EMPORIUM_SERVER__TRUSTED_PROXIES='' is not a non-empty JSON list"),
     ("a Dockerfile building a binary the workspace does not have", "deploy/docker/Dockerfile",
      '--bin "emporium-${SERVICE}"', '--bin "emporium-${SERVICE}-server"',
