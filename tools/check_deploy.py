@@ -1257,7 +1257,8 @@ def main() -> int:
     binaries = {s: Binary(s, args.bin_dir / f"emporium-{s}") for s in services}
     print(f"workspace services: {', '.join(services)}")
     for s, b in binaries.items():
-        print(f"  {s}: gRPC {b.grpc_port}, admin {b.admin_port}, {len(b.vars)} variables")
+        print(f"  {s}: {'HTTP' if b.is_edge else 'gRPC'} {b.grpc_port}, admin {b.admin_port}, "
+              f"{len(b.vars)} variables" + (f", peers {', '.join(sorted(b.peers))}" if b.peers else ""))
 
     problems = Problems()
     check_dockerfile(problems, REPO, services, binaries)
