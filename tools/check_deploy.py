@@ -120,10 +120,8 @@ class Binary:
         self.admin_port = int(config["server"]["admin_addr"].rsplit(":", 1)[1])
         # The services this one calls (its `peers` block).
         self.peers: set[str] = set((config.get("peers") or {}).keys())
+        # The edge's main port (grpc_port here, as the kit calls it) is HTTP.
         self.is_edge = svc == EDGE
-        # The main port: gRPC for the services, HTTP for the edge (the kit
-        # calls both grpc_addr); its name in Kubernetes.
-        self.main_port_name = "http" if self.is_edge else "grpc"
 
     def reads(self, var: str) -> bool:
         return var in self.vars or var.startswith(EXTRA_PREFIXES)
