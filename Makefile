@@ -10,7 +10,7 @@ export EMPORIUM_USER__ADMIN_EMAIL ?= admin@emporium.local
 export EMPORIUM_USER__ADMIN_PASSWORD ?= admin-password
 
 .PHONY: help run build test fmt lint bench openapi proto-lint proto-breaking smoke demo deny certs observability-check \
-        deploy-check compose-up compose-down compose-run chaos
+        deploy-check compose-up compose-down compose-run chaos screenshots
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ certs: ## Dev CA + one mTLS certificate per service into certs/ (git-ignored, ne
 
 test: ## Run the whole test suite (PostgreSQL tests need PostgreSQL installed; see README)
 	cargo test --workspace
+
+screenshots: ## Run the storefront's browser test and save its screens as docs/img/storefront-*.png (needs chromium and chromium-driver)
+	EMPORIUM_REQUIRE_CHROMIUM=1 EMPORIUM_SCREENSHOTS=$(CURDIR)/docs/img cargo test -p emporium-edge --test browser
 
 fmt: ## Format the code
 	cargo fmt --all

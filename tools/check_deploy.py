@@ -5,7 +5,14 @@ kubernetes-validate and check-jsonschema, and builds the service binaries.
 
 Sources of truth, never copied by hand:
 - the services are the workspace members under services/ whose binary is
-  named after the package (cargo metadata); a fifth one must appear everywhere;
+  named after the package (cargo metadata); a new one must appear everywhere;
+- one of them is the edge (EDGE below): the HTTP front door. Its main port
+  (what the kit calls grpc_addr) speaks HTTP, it is probed over its admin port,
+  it has no database and no secret, it is the only pod reachable from outside
+  (through an Ingress), and it calls the four services. Everything else is
+  held to the same rules as the services;
+- who calls whom: each binary's `peers` block in --print-config, checked
+  against the design table (CALLERS) and against the NetworkPolicies;
 - the variables each service reads and its default ports come from the binary
   itself (`emporium-<svc> --print-config`, flattened), plus the variables the
   deploy contract lists outside that JSON (OTEL_*, *_FILE, EMPORIUM_DEV_MODE …);
@@ -19,6 +26,7 @@ reported.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import re
@@ -46,6 +54,21 @@ EXTRA_VARS = {
     "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG",
 }
 EXTRA_PREFIXES = ("OTEL_BSP_",)
+# The HTTP front door (services/edge).
+EDGE = "edge"
+# Who may open connections to each one's main port, as designed. "<outside>" is
+# anything outside the namespace (the Ingress controller). The binaries' own
+# `peers` blocks must agree (a caller of X has a peer X).
+CALLERS = {
+    "user": {"order", EDGE},
+    "inventory": {"order", EDGE},
+    "payment": {"order", EDGE},
+    "order": {EDGE},
+    EDGE: {"<outside>"},
+}
+# Probes over HTTP on the admin port, for the edge (and for every service with
+# components/admin-http-probes).
+HTTP_PROBE_PATHS = {"startupProbe": "/readyz", "readinessProbe": "/readyz", "livenessProbe": "/healthz"}
 
 
 class Problems(list):
@@ -95,6 +118,10 @@ class Binary:
         self.vars |= EXTRA_VARS
         self.grpc_port = int(config["server"]["grpc_addr"].rsplit(":", 1)[1])
         self.admin_port = int(config["server"]["admin_addr"].rsplit(":", 1)[1])
+        # The services this one calls (its `peers` block).
+        self.peers: set[str] = set((config.get("peers") or {}).keys())
+        # The edge's main port (grpc_port here, as the kit calls it) is HTTP.
+        self.is_edge = svc == EDGE
 
     def reads(self, var: str) -> bool:
         return var in self.vars or var.startswith(EXTRA_PREFIXES)
@@ -249,11 +276,14 @@ def k8s_policy(problems: Problems, variant: str, docs: list[dict], services: lis
             problems.add(where, f"{d['kind']}/{d['metadata']['name']} is not in namespace emporium")
 
     # Every workspace service has its Deployment, Services, PDB, SA; HPA per overlay.
+    # The edge has no headless Service (nobody balances calls to it
+    # themselves) but an Ingress.
     deployments = {d["metadata"]["name"]: d for d in by_kind.get("Deployment", [])}
     for svc in services:
         n = f"emporium-{svc}"
-        for kind, name in (("Deployment", n), ("Service", n), ("Service", f"{n}-headless"),
-                           ("PodDisruptionBudget", n), ("ServiceAccount", n)):
+        wanted = [("Deployment", n), ("Service", n), ("PodDisruptionBudget", n), ("ServiceAccount", n)]
+        wanted.append(("Ingress", n) if svc == EDGE else ("Service", f"{n}-headless"))
+        for kind, name in wanted:
             if (kind, name) not in names:
                 problems.add(where, f"no {kind} {name} for workspace service {svc}")
         if overlay == "prod" and ("HorizontalPodAutoscaler", n) not in names:
@@ -358,12 +388,24 @@ def k8s_policy(problems: Problems, variant: str, docs: list[dict], services: lis
                 check_var(problems, cw, binary, var)
         if overlay == "prod" and "EMPORIUM_DEV_MODE" in env:
             problems.add(cw, "EMPORIUM_DEV_MODE is set: development mode in prod")
+        if svc != EDGE:
+            # The edge names the client in x-forwarded-for; a service believes
+            # it only from the networks listed here (where the edge runs).
+            trusted = env.get("EMPORIUM_SERVER__TRUSTED_PROXIES", "")
+            try:
+                nets = [ipaddress.ip_network(n) for n in json.loads(trusted)]
+            except (ValueError, TypeError):
+                nets = None
+            if not nets:
+                problems.add(cw, f"EMPORIUM_SERVER__TRUSTED_PROXIES={trusted!r} is not a non-empty JSON list "
+                                 "of networks (the pod network the edge calls from)")
         if overlay == "dev" and env.get("EMPORIUM_DEV_MODE") != "true":
             problems.add(cw, "dev expects EMPORIUM_DEV_MODE=true (it has no emporium-auth Secret)")
         # ports agree with the listen addresses and the binary's defaults
         named, numbered = ports_of(pod)
         portmap = {p["name"]: p["containerPort"] for p in c.get("ports") or [] if "name" in p}
-        for pname, var, default in (("grpc", "EMPORIUM_SERVER__GRPC_ADDR", binary and binary.grpc_port),
+        main_name = "http" if svc == EDGE else "grpc"
+        for pname, var, default in ((main_name, "EMPORIUM_SERVER__GRPC_ADDR", binary and binary.grpc_port),
                                     ("admin", "EMPORIUM_SERVER__ADMIN_ADDR", binary and binary.admin_port)):
             if pname not in portmap:
                 problems.add(cw, f"no container port named {pname}")
@@ -378,15 +420,19 @@ def k8s_policy(problems: Problems, variant: str, docs: list[dict], services: lis
         ann = tmpl["metadata"].get("annotations") or {}
         if ann.get("prometheus.io/scrape") != "true" or ann.get("prometheus.io/port") != str(portmap.get("admin")):
             problems.add(w, "prometheus.io/scrape and prometheus.io/port (the admin port) annotations missing or wrong")
-        # probes
+        # probes (the edge's main port is HTTP: over its admin port only)
         grpc_port = portmap.get("grpc")
         own_service = f"emporium.{svc}.v1.{svc.capitalize()}Service"
-        for probe, ok_services, http_path in (("startupProbe", {"", own_service}, "/readyz"),
-                                              ("readinessProbe", {"", own_service}, "/readyz"),
-                                              ("livenessProbe", {"liveness"}, "/healthz")):
+        for probe, ok_services, http_path in (("startupProbe", {"", own_service}, HTTP_PROBE_PATHS["startupProbe"]),
+                                              ("readinessProbe", {"", own_service}, HTTP_PROBE_PATHS["readinessProbe"]),
+                                              ("livenessProbe", {"liveness"}, HTTP_PROBE_PATHS["livenessProbe"])):
             p = c.get(probe)
             if not p:
                 problems.add(cw, f"has no {probe}")
+                continue
+            if svc == EDGE and "httpGet" not in p:
+                problems.add(cw, f"{probe} must be an HTTP GET of {http_path} on the admin port "
+                                 "(the edge's main port does not speak gRPC to the kubelet)")
                 continue
             if "grpc" in p:
                 if p["grpc"].get("port") != grpc_port:
@@ -418,6 +464,17 @@ def k8s_policy(problems: Problems, variant: str, docs: list[dict], services: lis
         for m in c.get("volumeMounts") or []:
             if m["name"] not in vols:
                 problems.add(cw, f"volumeMount {m['name']} has no volume")
+        if svc == EDGE:
+            # No token key, no database: at most its own TLS client certificate
+            # (components/builtin-mtls).
+            own_tls = f"emporium-{EDGE}-tls"
+            held = sorted({v["secret"]["secretName"] for v in vols.values()
+                           if "secret" in v and v["secret"]["secretName"] != own_tls} |
+                          {v["name"] for v in vols.values() if "projected" in v} |
+                          {s for s, _, _ in secret_refs} |
+                          {var for var in env if var.startswith(("EMPORIUM_AUTH__", "EMPORIUM_DATABASE__"))})
+            if held:
+                problems.add(cw, f"the edge holds no secret (it forwards the caller's token), but has {held}")
         for v in vols.values():
             if "secret" in v:
                 items = v["secret"].get("items")
@@ -483,25 +540,60 @@ def k8s_policy(problems: Problems, variant: str, docs: list[dict], services: lis
             if not any(p.get("name") == "grpc" for p in s["spec"].get("ports") or []) and \
                     not s["metadata"]["name"].endswith("-db"):
                 problems.add(w, "headless Service has no port named grpc")
-    # The order service's peers are the headless Services.
-    order_cm: dict = {}
-    if "emporium-order" in deployments:
-        for ef in deployments["emporium-order"]["spec"]["template"]["spec"]["containers"][0].get("envFrom") or []:
-            order_cm.update(configmaps.get((ef.get("configMapRef") or {}).get("name"), {}))
-    for peer in services:
-        var = f"EMPORIUM_PEERS__{peer.upper()}__URL"
-        if peer == "order" or "order" not in services:
+    # The callers' peers (the order service's, the edge's) are the headless Services.
+    for caller in services:
+        binary = binaries.get(caller)
+        dep = deployments.get(f"emporium-{caller}")
+        if not binary or not binary.peers or dep is None:
             continue
-        url = order_cm.get(var)
-        m = re.fullmatch(r"https?://([a-z0-9.-]+):(\d+)", url or "")
-        if not m:
-            problems.add(where, f"order: {var} is not set to a peer URL")
-            continue
-        host, port = m.group(1), int(m.group(2))
-        if host != f"emporium-{peer}-headless":
-            problems.add(where, f"order: {var} points at {host}, not the headless Service emporium-{peer}-headless")
-        if binaries.get(peer) and port != binaries[peer].grpc_port:
-            problems.add(where, f"order: {var} port {port} is not {peer}'s gRPC port {binaries[peer].grpc_port}")
+        cm: dict = {}
+        for ef in dep["spec"]["template"]["spec"]["containers"][0].get("envFrom") or []:
+            cm.update(configmaps.get((ef.get("configMapRef") or {}).get("name"), {}))
+        for peer in sorted(binary.peers):
+            var = f"EMPORIUM_PEERS__{peer.upper()}__URL"
+            if peer not in services:
+                problems.add(where, f"{caller}: has a peer {peer}, which is no workspace service")
+                continue
+            url = cm.get(var)
+            m = re.fullmatch(r"https?://([a-z0-9.-]+):(\d+)", url or "")
+            if not m:
+                problems.add(where, f"{caller}: {var} is not set to a peer URL")
+                continue
+            host, port = m.group(1), int(m.group(2))
+            if host != f"emporium-{peer}-headless":
+                problems.add(where, f"{caller}: {var} points at {host}, not the headless Service emporium-{peer}-headless")
+            if binaries.get(peer) and port != binaries[peer].grpc_port:
+                problems.add(where, f"{caller}: {var} port {port} is not {peer}'s gRPC port {binaries[peer].grpc_port}")
+
+    # The Ingress: only the edge, by its Service's http port.
+    ingresses = by_kind.get("Ingress", [])
+    svc_objs = {s["metadata"]["name"]: s for s in by_kind.get("Service", [])}
+    for ing in ingresses:
+        w = f"{where} Ingress/{ing['metadata']['name']}"
+        if not ing["spec"].get("ingressClassName"):
+            problems.add(w, "no ingressClassName (which controller serves it is left to chance)")
+        backends = [path["backend"] for rule in ing["spec"].get("rules") or []
+                    for path in (rule.get("http") or {}).get("paths") or []]
+        if ing["spec"].get("defaultBackend"):
+            backends.append(ing["spec"]["defaultBackend"])
+        if not backends:
+            problems.add(w, "routes nowhere")
+        for b in backends:
+            bs = b.get("service") or {}
+            name, port = bs.get("name"), bs.get("port") or {}
+            if name != f"emporium-{EDGE}":
+                problems.add(w, f"routes to {name}: only the edge is exposed outside the cluster")
+            s = svc_objs.get(name)
+            if s is None:
+                problems.add(w, f"routes to missing Service {name}")
+                continue
+            ports = s["spec"].get("ports") or []
+            if not any(("name" in port and pt.get("name") == port["name"]) or
+                       ("number" in port and pt.get("port") == port["number"]) for pt in ports):
+                problems.add(w, f"port {port} is no port of Service {name}")
+            elif not any(pt.get("targetPort") == "http" and (pt.get("name") == port.get("name") or
+                                                             pt.get("port") == port.get("number")) for pt in ports):
+                problems.add(w, f"port {port} of Service {name} is not the edge's http port")
 
     # PDBs and HPAs point at something.
     for p in by_kind.get("PodDisruptionBudget", []):
@@ -569,32 +661,83 @@ def k8s_policy(problems: Problems, variant: str, docs: list[dict], services: lis
                         if any(pt.get("port") == "admin" for pt in rule.get("ports") or []) and ns != OBSERVED_NAMESPACE:
                             problems.add(rw, f"the admin port is open to something other than the {OBSERVED_NAMESPACE} namespace")
 
-    # Who reaches whom, as designed: order -> user, inventory, payment; nothing else between services.
+    # Who reaches whom, as designed (CALLERS): the edge from outside; the edge
+    # and order -> user, inventory, payment; the edge -> order. Nothing else.
+    def main_port_of(target: str) -> tuple[str, int | None]:
+        b = binaries.get(target)
+        return ("http" if target == EDGE else "grpc"), (b.grpc_port if b else None)
+
     def ingress_callers(target: str) -> set[str]:
         callers = set()
         tlabels = next((x[1] for x in pods if x[0] == f"Deployment/emporium-{target}"), None)
         if tlabels is None:
             return callers
+        main = main_port_of(target)
         for p in policies:
             if p["spec"].get("podSelector") == {} or not matches(p["spec"].get("podSelector"), tlabels):
                 continue
             for rule in p["spec"].get("ingress") or []:
-                if not any(pt.get("port") in ("grpc", binaries[target].grpc_port if target in binaries else None)
-                           for pt in rule.get("ports") or [{"port": "grpc"}]):
+                if not any(pt.get("port") in main for pt in rule.get("ports") or [{"port": main[0]}]):
                     continue
+                if not rule.get("from"):
+                    callers.add("<anyone>")
                 for peer in rule.get("from") or []:
                     if "podSelector" in peer and "namespaceSelector" not in peer:
                         callers |= {x[0].split("/emporium-")[-1] for x in pods if matches(peer["podSelector"], x[1])}
                     else:
                         callers.add("<outside>")
         return callers
-    expected = {"user": {"order"}, "inventory": {"order"}, "payment": {"order"}, "order": set()}
-    for target, want_callers in expected.items():
+    for target, want_callers in CALLERS.items():
         if target in services:
             got = ingress_callers(target)
-            if got != want_callers:
-                problems.add(where, f"gRPC of {target} is reachable from {sorted(got) or 'nobody'}, "
-                                    f"designed: {sorted(want_callers) or 'nobody'}")
+            want = {c for c in want_callers if c in services or c.startswith("<")}
+            if got != want:
+                problems.add(where, f"{'HTTP' if target == EDGE else 'gRPC'} of {target} is reachable from "
+                                    f"{sorted(got) or 'nobody'}, designed: {sorted(want) or 'nobody'}")
+    for svc in services:
+        if svc not in CALLERS:
+            problems.add(where, f"workspace service {svc} is not in the design table CALLERS of tools/check_deploy.py")
+    # The binaries agree with the design: a caller has a peer block for each callee.
+    for callee, callers in CALLERS.items():
+        for caller in callers:
+            if caller in binaries and callee in services and callee not in binaries[caller].peers:
+                problems.add(where, f"designed: {caller} calls {callee}, but emporium-{caller} has no peer {callee}")
+    for caller, b in binaries.items():
+        for callee in b.peers:
+            if caller not in CALLERS.get(callee, set()):
+                problems.add(where, f"emporium-{caller} has a peer {callee}, which the design table does not allow")
+    # Each caller may open connections to its peers' gRPC ports (default deny covers egress).
+    for caller, b in binaries.items():
+        clabels = next((x[1] for x in pods if x[0] == f"Deployment/emporium-{caller}"), None)
+        if clabels is None:
+            continue
+        for callee in sorted(b.peers):
+            tlabels = next((x[1] for x in pods if x[0] == f"Deployment/emporium-{callee}"), None)
+            if tlabels is None:
+                continue
+            main = main_port_of(callee)
+            allowed = any(
+                any(pt.get("port") in main for pt in rule.get("ports") or [{"port": main[0]}])
+                and any("podSelector" in peer and "namespaceSelector" not in peer
+                        and matches(peer["podSelector"], tlabels) for peer in rule.get("to") or [])
+                for p in policies if p["spec"].get("podSelector") != {} and matches(p["spec"].get("podSelector"), clabels)
+                for rule in p["spec"].get("egress") or [])
+            if not allowed:
+                problems.add(where, f"no NetworkPolicy lets {caller} connect to {callee}'s gRPC port")
+    # From outside the namespace only the edge, and otherwise only the admin port
+    # (monitoring) and the mesh's proxy metrics (linkerd-viz).
+    for p in policies:
+        sel = p["spec"].get("podSelector")
+        subjects = pods if sel == {} else [x for x in pods if matches(sel, x[1])]
+        others = [x[0] for x in subjects if x[0] != f"Deployment/emporium-{EDGE}"]
+        for i, rule in enumerate(p["spec"].get("ingress") or []):
+            outside = not rule.get("from") or any("podSelector" not in peer or "namespaceSelector" in peer
+                                                   for peer in rule.get("from") or [])
+            ports = {pt.get("port") for pt in rule.get("ports") or [{"port": None}]}
+            if outside and others and not ports <= ({"admin"} | MESH_PROXY_PORTS):
+                problems.add(f"{where} NetworkPolicy/{p['metadata']['name']} ingress[{i}]",
+                             f"ports {sorted(map(str, ports))} of {others} are reachable from outside the "
+                             "namespace: only the edge is")
     # Each dev database only from its owner.
     for name, labels, spec, _, _ in pods:
         if not name.startswith("StatefulSet/") or not name.endswith("-db"):
@@ -758,6 +901,60 @@ def check_compose(problems: Problems, repo: Path, scratch: Path, services, binar
             problems.add(sw, f"healthcheck must be [CMD, {SERVICE_BINARY_IN_IMAGE}, health]")
         if not s.get("read_only") or "ALL" not in (s.get("cap_drop") or []):
             problems.add(sw, "must run read_only with cap_drop: [ALL]")
+        # A caller's peers by compose service name and gRPC port; it starts
+        # after them only if it cannot start without them (the edge's
+        # healthcheck asks them, so it waits for them to be healthy).
+        if binary:
+            for peer in sorted(binary.peers):
+                var = f"EMPORIUM_PEERS__{peer.upper()}__URL"
+                want = f"http://{peer}:{binaries[peer].grpc_port}" if peer in binaries else None
+                if want and env.get(var) != want:
+                    problems.add(sw, f"{var} should be {want} (the compose service and its gRPC port)")
+                if svc == EDGE and ((s.get("depends_on") or {}).get(peer) or {}).get("condition") != "service_healthy":
+                    problems.add(sw, f"does not wait for {peer} to be healthy")
+        if svc == EDGE:
+            # No database, no secret; the services trust its fixed address only.
+            if s.get("secrets"):
+                problems.add(sw, "the edge holds no secret (it forwards the caller's token)")
+            if any(v.startswith(("EMPORIUM_AUTH__", "EMPORIUM_DATABASE__")) for v in env):
+                problems.add(sw, "the edge has no token key and no database")
+            if f"{svc}-db" in svcs:
+                problems.add(sw, f"the edge keeps no state: no {svc}-db")
+            nets = s.get("networks") or {}
+            addr = (nets.get("default") or {}).get("ipv4_address") if isinstance(nets, dict) else None
+            addr = interp_default(str(addr)) if addr else None
+            try:
+                edge_ip = ipaddress.ip_address(addr) if addr else None
+            except ValueError:
+                edge_ip = None
+            if edge_ip is None:
+                problems.add(sw, "needs a fixed ipv4_address on the default network (the services trust it)")
+            else:
+                subnets = [interp_default(str(c.get("subnet", ""))) for c in
+                           (((networks.get("default") or {}).get("ipam") or {}).get("config") or [])]
+                ranges = [interp_default(str(c.get("ip_range", ""))) for c in
+                          (((networks.get("default") or {}).get("ipam") or {}).get("config") or [])]
+                if not any(edge_ip in ipaddress.ip_network(n) for n in subnets if n):
+                    problems.add(sw, f"{edge_ip} is in no subnet of the default network")
+                if any(edge_ip in ipaddress.ip_network(r) for r in ranges if r) or not ranges:
+                    problems.add(sw, f"{edge_ip} may be handed to another container: keep it out of the "
+                                     "default network's ip_range")
+                for other in services:
+                    if other == EDGE or other not in svcs:
+                        continue
+                    oenv = {k: str(v) for k, v in (svcs[other].get("environment") or {}).items()}
+                    raw = interp_default(oenv.get("EMPORIUM_SERVER__TRUSTED_PROXIES", ""))
+                    try:
+                        trusted = [ipaddress.ip_network(n) for n in json.loads(raw)]
+                    except (ValueError, TypeError):
+                        trusted = []
+                    if not any(edge_ip in n for n in trusted):
+                        problems.add(f"{w} service {other}", f"EMPORIUM_SERVER__TRUSTED_PROXIES={raw!r} does not "
+                                                            f"trust the edge's address {edge_ip}")
+                    elif any(n.num_addresses > 1 for n in trusted):
+                        problems.add(f"{w} service {other}", f"EMPORIUM_SERVER__TRUSTED_PROXIES={raw!r} trusts "
+                                     "more than the edge (the network's gateway is every host client's address)")
+            continue
         # Its own database, reachable by nobody else.
         db = svcs.get(f"{svc}-db")
         if db is None:
@@ -783,8 +980,13 @@ def check_compose(problems: Problems, repo: Path, scratch: Path, services, binar
             if members != {svc, f"{svc}-db"}:
                 problems.add(f"{w} service {svc}-db", f"network {n} is joined by {sorted(members)}, not only {svc} and {svc}-db")
 
-    # Prometheus scrapes the services where compose runs them.
+    # Prometheus scrapes the services where compose runs them (every one of them).
     prom = load_yaml(repo / "deploy" / "prometheus" / "prometheus.yml")
+    scraped = {t.rsplit(":", 1)[0] for job in prom.get("scrape_configs") or []
+               for sc in job.get("static_configs") or [] for t in sc.get("targets") or []}
+    for svc in services:
+        if svc not in scraped:
+            problems.add("deploy/prometheus/prometheus.yml", f"{svc} is not scraped")
     for job in prom.get("scrape_configs") or []:
         for sc in job.get("static_configs") or []:
             for target in sc.get("targets") or []:
@@ -933,10 +1135,12 @@ NEGATIVE = [
     ("a NetworkPolicy opening a port the pods do not have", "deploy/k8s/base/network-policies.yaml",
      "  name: emporium-payment\nspec:\n  podSelector:\n    matchLabels:\n      app.kubernetes.io/name: emporium-payment\n"
      "  policyTypes: [Ingress]\n  ingress:\n    - from:\n        - podSelector:\n            matchLabels:\n"
-     "              app.kubernetes.io/name: emporium-order\n      ports:\n        - port: grpc\n",
+     "              app.kubernetes.io/name: emporium-order\n        - podSelector:\n            matchLabels:\n"
+     "              app.kubernetes.io/name: emporium-edge\n      ports:\n        - port: grpc\n",
      "  name: emporium-payment\nspec:\n  podSelector:\n    matchLabels:\n      app.kubernetes.io/name: emporium-payment\n"
      "  policyTypes: [Ingress]\n  ingress:\n    - from:\n        - podSelector:\n            matchLabels:\n"
-     "              app.kubernetes.io/name: emporium-order\n      ports:\n        - port: 50099\n",
+     "              app.kubernetes.io/name: emporium-order\n        - podSelector:\n            matchLabels:\n"
+     "              app.kubernetes.io/name: emporium-edge\n      ports:\n        - port: 50099\n",
      "port 50099 is no port of Deployment/emporium-payment"),
     ("a variable the code does not read (the old flat name)", "deploy/k8s/base/kustomization.yaml",
      "      - EMPORIUM_USER__ADMIN_EMAIL=admin@emporium.example\n",
@@ -964,6 +1168,34 @@ NEGATIVE = [
     ("a compose database reachable by another service", "deploy/compose/compose.yaml",
      "    networks: [default, payment-data]\n", "    networks: [default, payment-data, order-data]\n",
      "network order-data is joined by"),
+    # The edge: HTTP, the only way in, no secret, trusted by the services.
+    ("the edge probed over gRPC", "deploy/k8s/base/edge.yaml",
+     "          livenessProbe:\n            httpGet:\n              path: /healthz\n              port: admin\n",
+     "          livenessProbe:\n            grpc:\n              port: 8080\n",
+     "Deployment/emporium-edge container server: livenessProbe must be an HTTP GET of /healthz"),
+    ("a service reachable from outside the namespace", "deploy/k8s/base/network-policies.yaml",
+     "  policyTypes: [Ingress, Egress]\n  ingress:\n    - from:\n        - podSelector:\n            matchLabels:\n"
+     "              app.kubernetes.io/name: emporium-edge\n",
+     "  policyTypes: [Ingress, Egress]\n  ingress:\n    - from:\n        - podSelector:\n            matchLabels:\n"
+     "              app.kubernetes.io/name: emporium-edge\n        - namespaceSelector:\n            matchLabels:\n"
+     "              kubernetes.io/metadata.name: ingress-nginx\n",
+     "of ['Deployment/emporium-order'] are reachable from outside the namespace"),
+    ("an Ingress to a service other than the edge", "deploy/k8s/base/edge.yaml",
+     "              service:\n                name: emporium-edge\n                port:\n                  name: http\n",
+     "              service:\n                name: emporium-order\n                port:\n                  name: grpc\n",
+     "Ingress/emporium-edge: routes to emporium-order: only the edge is exposed"),
+    ("the edge given the token keys", "deploy/k8s/base/edge.yaml",
+     "          volumeMounts:\n            - name: tmp\n",
+     "          env:\n            - name: EMPORIUM_AUTH__JWT_SECRET_FILE\n              value: /tmp/jwt-secret\n"
+     "          volumeMounts:\n            - name: tmp\n",
+     "the edge holds no secret"),
+    ("the services not trusting the edge in compose", "deploy/compose/compose.yaml",
+     "        ipv4_address: ${EMPORIUM_COMPOSE_NET:-172.30.80}.200\n",
+     "        ipv4_address: ${EMPORIUM_COMPOSE_NET:-172.30.80}.201\n",
+     "does not trust the edge's address 172.30.80.201"),
+    ("the services without trusted proxies in Kubernetes", "deploy/k8s/base/kustomization.yaml",
+     '      - EMPORIUM_SERVER__TRUSTED_PROXIES=["10.244.0.0/16", "127.0.0.1/32", "::1/128"]\n', "",
+     "EMPORIUM_SERVER__TRUSTED_PROXIES='' is not a non-empty JSON list"),
     ("a Dockerfile building a binary the workspace does not have", "deploy/docker/Dockerfile",
      '--bin "emporium-${SERVICE}"', '--bin "emporium-${SERVICE}-server"',
      "the builder does not build package and binary emporium-${SERVICE}"),
@@ -1023,7 +1255,8 @@ def main() -> int:
     binaries = {s: Binary(s, args.bin_dir / f"emporium-{s}") for s in services}
     print(f"workspace services: {', '.join(services)}")
     for s, b in binaries.items():
-        print(f"  {s}: gRPC {b.grpc_port}, admin {b.admin_port}, {len(b.vars)} variables")
+        print(f"  {s}: {'HTTP' if b.is_edge else 'gRPC'} {b.grpc_port}, admin {b.admin_port}, "
+              f"{len(b.vars)} variables" + (f", peers {', '.join(sorted(b.peers))}" if b.peers else ""))
 
     problems = Problems()
     check_dockerfile(problems, REPO, services, binaries)

@@ -20,6 +20,7 @@ pub mod error;
 mod grpc;
 pub mod openapi;
 pub mod routes;
+mod static_files;
 mod stream;
 pub mod transcode;
 
@@ -205,6 +206,7 @@ fn router(
     });
     Ok(Router::new()
         .route("/openapi.json", get(openapi_json))
+        .merge(static_files::router())
         .fallback(handle)
         .with_state(edge)
         .layer(cors(&config.edge.cors_allowed_origins)))

@@ -69,6 +69,18 @@ pub fn request_message(
         }
         let field = field_path(&input, &path)
             .map_err(|_| ApiError::invalid_field(&name, "unknown query parameter"))?;
+        // Name the parameter here: the JSON reader would only say "unrecognized
+        // enum value".
+        if let Kind::Enum(e) = field.kind()
+            && value.parse::<i32>().is_err()
+            && e.get_value_by_name(&value).is_none()
+        {
+            let names: Vec<String> = e.values().map(|v| v.name().to_owned()).collect();
+            return Err(ApiError::invalid_field(
+                &name,
+                format!("unknown value `{value}` (one of: {})", names.join(", ")),
+            ));
+        }
         insert(
             &mut json,
             &input,
@@ -343,6 +355,18 @@ mod tests {
             e.body()["error"]["details"][0]["fieldViolations"][0]["field"],
             "colour"
         );
+        let e = build(Method::GET, "/v1/orders?status=NOPE", "").unwrap_err();
+        let violation = &e.body()["error"]["details"][0]["fieldViolations"][0];
+        assert_eq!(violation["field"], "status");
+        assert!(
+            violation["description"]
+                .as_str()
+                .unwrap()
+                .contains("ORDER_STATUS_CONFIRMED"),
+            "{violation}"
+        );
+        // By number is canonical proto3 JSON too.
+        build(Method::GET, "/v1/orders?status=2", "").unwrap();
         let e = build(Method::POST, "/v1/users", r#"{"email": "#).unwrap_err();
         assert!(e.message.starts_with("malformed JSON"), "{}", e.message);
         let e = build(Method::POST, "/v1/users", "[1]").unwrap_err();
