@@ -99,6 +99,10 @@ struct Cli {
     /// A quick pass of every scenario: 1 s runs, once each, 8 customers.
     #[arg(long)]
     smoke: bool,
+    /// Measure nothing: write the table and the picture from a report saved
+    /// with --json (to change how they look without measuring again).
+    #[arg(long, value_name = "REPORT")]
+    from_json: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -167,6 +171,12 @@ impl Progress {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
+    if let Some(path) = &cli.from_json {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let report: Report =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        return write_out(&cli, &report);
+    }
     let mut scenarios: Vec<Scenario> = cli
         .scenarios
         .iter()
@@ -205,7 +215,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     let duration = Duration::from_secs_f64(cli.seconds);
     let mut report = Report {
         machine: procs::machine(),
-        command: std::env::args().collect::<Vec<_>>().join(" "),
+        command: command_line(),
         pinning,
         repeats: cli.repeats,
         cells: Vec::new(),
@@ -225,8 +235,8 @@ async fn run(cli: Cli) -> Result<(), String> {
         let world = world::start(&setup).await?;
         let on_pg = matches!(backend, Backend::Postgres(_));
         if !on_pg {
-            for p in std::iter::once(&world.echo).chain(&world.services) {
-                report.rss_idle.insert(p.name.clone(), p.rss());
+            for (name, rss) in &world.idle_rss {
+                report.rss_idle.insert(name.clone(), *rss);
             }
             for (name, took) in &world.restart_times {
                 report
@@ -295,6 +305,27 @@ async fn run(cli: Cli) -> Result<(), String> {
         let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
         std::fs::write(path, json).map_err(|e| format!("{}: {e}", path.display()))?;
     }
+    write_out(&cli, &report)
+}
+
+/// The command as a reader would type it: the program by name, and no
+/// throwaway PostgreSQL port.
+fn command_line() -> String {
+    let mut args: Vec<String> = vec!["emporium-bench".into()];
+    let mut raw = std::env::args().skip(1);
+    while let Some(arg) = raw.next() {
+        if arg == "--postgres" {
+            raw.next();
+            args.push("--postgres URL".into());
+        } else {
+            args.push(arg);
+        }
+    }
+    args.join(" ")
+}
+
+/// The table into the doc and the picture, where asked.
+fn write_out(cli: &Cli, report: &Report) -> Result<(), String> {
     if let Some(path) = &cli.doc {
         report.write_doc(path)?;
     }

@@ -5,10 +5,10 @@
 use std::{collections::BTreeMap, path::Path};
 
 use plotters::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One run of one cell.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Run {
     /// Successful calls per second.
     pub throughput: f64,
@@ -40,7 +40,7 @@ impl Run {
 }
 
 /// One scenario under one load, measured `runs.len()` times.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Cell {
     /// Scenario name.
     pub scenario: String,
@@ -132,7 +132,7 @@ impl Cell {
 }
 
 /// Everything one invocation measured.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     /// CPU, cores, kernel.
     pub machine: String,
@@ -144,7 +144,7 @@ pub struct Report {
     pub repeats: usize,
     /// Each cell.
     pub cells: Vec<Cell>,
-    /// Idle resident memory by process, bytes.
+    /// Resident memory by process just after start (before data or load), bytes.
     pub rss_idle: BTreeMap<String, u64>,
     /// Start to SERVING over a migrated database, ms, by service.
     pub start_ms: BTreeMap<String, f64>,
@@ -155,6 +155,17 @@ fn ms(us: u64) -> String {
         format!("{:.0}", us as f64 / 1000.0)
     } else {
         format!("{:.2}", us as f64 / 1000.0)
+    }
+}
+
+/// `750 µs`, `12 ms`, `3.2 s` for a time in microseconds.
+fn duration_label(us: f64) -> String {
+    if us < 1_000.0 {
+        format!("{us:.0} µs")
+    } else if us < 1_000_000.0 {
+        format!("{:.0} ms", us / 1_000.0)
+    } else {
+        format!("{:.1} s", us / 1_000_000.0)
     }
 }
 
@@ -213,7 +224,8 @@ impl Report {
                 errors
             ));
         }
-        out.push_str("\n| service | idle RSS MB | start to SERVING ms (migrated SQLite) |\n|---|---:|---:|\n");
+        out.push_str(&self.ratios());
+        out.push_str("\n| service | idle RSS MB (just started) | start to SERVING ms (migrated SQLite) |\n|---|---:|---:|\n");
         for (name, rss) in &self.rss_idle {
             let start = self
                 .start_ms
@@ -222,6 +234,68 @@ impl Report {
             out.push_str(&format!("| {name} | {} | {start} |\n", mb(*rss)));
         }
         out
+    }
+
+    /// The figures the targets are stated in, each a ratio within this run.
+    fn ratios(&self) -> String {
+        let closed = |scenario: &str, backend: &str| {
+            self.cells
+                .iter()
+                .find(|c| c.scenario == scenario && c.backend == backend && c.offered.is_none())
+                .map(Cell::median)
+        };
+        let open: Vec<(f64, Median)> = self
+            .cells
+            .iter()
+            .filter(|c| c.offered.is_some())
+            .map(|c| (c.offered.unwrap_or(0.0), c.median()))
+            .collect();
+        let mut lines = Vec::new();
+        if let Some(echo) = closed("echo", "sqlite") {
+            for s in ["health", "get-user"] {
+                if let Some(m) = closed(s, "sqlite") {
+                    lines.push(format!(
+                        "| {s}: server CPU per call ÷ echo's | {:.2}× |",
+                        m.cpu_us / echo.cpu_us.max(1e-9)
+                    ));
+                }
+            }
+        }
+        if let (Some(edge), Some(grpc)) =
+            (closed("edge-get", "sqlite"), closed("grpc-get", "sqlite"))
+        {
+            lines.push(format!(
+                "| edge-get: server CPU per call ÷ grpc-get's (the same RPC over gRPC) | {:.2}× |",
+                edge.cpu_us / grpc.cpu_us.max(1e-9)
+            ));
+        }
+        if let (Some(pg), Some(lite)) = (
+            closed("create-order", "postgres"),
+            closed("create-order", "sqlite"),
+        ) {
+            lines.push(format!(
+                "| create-order: PostgreSQL throughput ÷ SQLite's | {:.2}× |",
+                pg.throughput / lite.throughput.max(1e-9)
+            ));
+        }
+        if let (Some(peak), Some((_, low)), Some((_, high))) = (
+            closed("create-order", "sqlite"),
+            open.first(),
+            open.iter().max_by(|a, b| a.0.total_cmp(&b.0)),
+        ) {
+            lines.push(format!(
+                "| overload: goodput at the highest offered load ÷ the closed loop's peak | {:.2}× |",
+                high.throughput / peak.throughput.max(1e-9)
+            ));
+            lines.push(format!(
+                "| overload: p99 at the highest offered load ÷ p99 at the lowest | {:.1}× |",
+                high.p99 as f64 / low.p99.max(1) as f64
+            ));
+        }
+        if lines.is_empty() {
+            return String::new();
+        }
+        format!("\n| ratio | measured |\n|---|---:|\n{}\n", lines.join("\n"))
     }
 
     /// Writes the table between the markers of `doc` (created if missing).
@@ -262,14 +336,18 @@ impl Report {
             .max(10) as f64
             * 2.0;
         let mut chart = ChartBuilder::on(&left)
-            .caption("Latency percentiles (µs, log scale)", ("sans-serif", 18))
+            .caption(
+                "Latency percentiles per scenario (log scale)",
+                ("sans-serif", 18),
+            )
             .margin(12)
             .x_label_area_size(30)
             .y_label_area_size(60)
-            .build_cartesian_2d(-0.2f64..3.2f64, (5f64..top).log_scale())
+            .build_cartesian_2d(-0.2f64..3.2f64, (30f64..top).log_scale())
             .map_err(|e| err(&e))?;
         chart
             .configure_mesh()
+            .y_label_formatter(&|us| duration_label(*us))
             .x_labels(4)
             .x_label_formatter(&|x| {
                 ["p50", "p90", "p99", "p99.9"]
@@ -297,9 +375,10 @@ impl Report {
                 .draw_series(points.iter().map(|p| Circle::new(*p, 3, color.filled())))
                 .map_err(|e| err(&e))?;
         }
+        // Bottom right is empty: nothing answers in under a millisecond at p99.9.
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
+            .position(SeriesLabelPosition::LowerRight)
             .border_style(BLACK)
             .background_style(WHITE.mix(0.85))
             .draw()
@@ -328,15 +407,27 @@ impl Report {
             .map_err(|e| err(&e))?
             .label("goodput = offered")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK.mix(0.3)));
-        let mut by_scenario: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+        let mut by_scenario: BTreeMap<String, Vec<(f64, f64, u64)>> = BTreeMap::new();
         for cell in &open {
+            let m = cell.median();
             by_scenario
                 .entry(format!("{} ({})", cell.scenario, cell.backend))
                 .or_default()
-                .push((cell.offered.unwrap_or(0.0), cell.median().throughput));
+                .push((cell.offered.unwrap_or(0.0), m.throughput, m.p99));
         }
-        for (i, (name, mut points)) in by_scenario.into_iter().enumerate() {
-            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for (i, (name, mut measured)) in by_scenario.into_iter().enumerate() {
+            measured.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let points: Vec<(f64, f64)> = measured.iter().map(|(x, y, _)| (*x, *y)).collect();
+            // Each point says how long its calls took: goodput alone hides a queue.
+            chart
+                .draw_series(measured.iter().map(|(x, y, p99)| {
+                    Text::new(
+                        format!("p99 {}", duration_label(*p99 as f64)),
+                        (*x, *y + max_offered * 0.03),
+                        ("sans-serif", 12),
+                    )
+                }))
+                .map_err(|e| err(&e))?;
             let color = Palette99::pick(i + 3).to_rgba();
             chart
                 .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))

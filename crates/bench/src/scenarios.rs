@@ -107,14 +107,12 @@ fn code(s: &tonic::Status) -> String {
 /// keys unique across runs.
 pub async fn call(scenario: Scenario, world: &World, connections: usize, run: u64) -> Call {
     let connections = connections.max(1);
-    let channels = |name: &'static str| {
-        async move {
-            let mut out = Vec::new();
-            for _ in 0..connections {
-                out.push(world.channel(name).await);
-            }
-            out
+    let channels = |name: &'static str| async move {
+        let mut out = Vec::new();
+        for _ in 0..connections {
+            out.push(world.channel(name).await);
         }
+        out
     };
     let customers: Arc<Vec<(String, String)>> = Arc::new(world.customers.clone());
     match scenario {

@@ -67,6 +67,9 @@ pub struct World {
     /// Start to SERVING of each service, restarted over its migrated
     /// database.
     pub restart_times: Vec<(String, Duration)>,
+    /// Resident memory of each process just after it started, before any
+    /// data or load, bytes.
+    pub idle_rss: Vec<(String, u64)>,
     _dir: tempfile::TempDir,
 }
 
@@ -212,7 +215,12 @@ pub async fn start(setup: &Setup) -> Result<World, String> {
         restart_times.push((spec.name.clone(), p.started_in));
         services.push(p);
     }
+    let idle_rss = std::iter::once(&echo)
+        .chain(&services)
+        .map(|p| (p.name.clone(), p.rss()))
+        .collect();
     let mut world = World {
+        idle_rss,
         echo,
         services,
         customers: Vec::new(),
