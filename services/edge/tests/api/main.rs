@@ -551,3 +551,33 @@ async fn the_served_openapi_document_is_the_committed_one() {
         "docs/api/openapi.json is not what the edge serves: run `make openapi`"
     );
 }
+
+/// The edge signs nothing and stores nothing: started as production runs it
+/// (no development mode, no keys, no database settings) it serves, where each
+/// service refuses to start without real keys. Its `health` subcommand asks
+/// the edge's own gRPC health on its port, as the services' probes do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_starts_in_production_without_keys_and_answers_its_probe() {
+    let bin = env!("CARGO_BIN_EXE_emporium-edge");
+    let mut cmd = emporium_testkit::process::command(
+        bin,
+        [
+            ("EMPORIUM_SERVER__GRPC_ADDR", "127.0.0.1:0"),
+            ("EMPORIUM_SERVER__ADMIN_ADDR", "127.0.0.1:0"),
+        ],
+    );
+    cmd.env_remove("EMPORIUM_DEV_MODE");
+    let mut edge = emporium_testkit::process::Process::start(cmd);
+    let logs = edge.logs().join("\n");
+    assert!(!logs.contains("DEVELOPMENT MODE"), "{logs}");
+    let probe = std::process::Command::new(bin)
+        .env_clear()
+        .args(["health", "--addr", &edge.grpc.to_string()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&probe.stdout);
+    assert!(probe.status.success(), "{said}");
+    assert!(said.contains("SERVING"), "{said}");
+    let status = edge.terminate(std::time::Duration::from_secs(10)).await;
+    assert!(status.success(), "{status:?}");
+}
