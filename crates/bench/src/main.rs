@@ -362,17 +362,7 @@ where
             let mut peak: BTreeMap<String, u64> = BTreeMap::new();
             while sampling.load(Ordering::Relaxed) {
                 for (name, pid) in &pids {
-                    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
-                        .ok()
-                        .and_then(|s| {
-                            s.lines()
-                                .find_map(|l| l.strip_prefix("VmRSS:"))
-                                .and_then(|v| {
-                                    v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok()
-                                })
-                        })
-                        .unwrap_or(0)
-                        * 1024;
+                    let rss = procs::rss(*pid);
                     let e = peak.entry(name.clone()).or_default();
                     *e = (*e).max(rss);
                 }

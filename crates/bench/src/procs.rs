@@ -142,8 +142,13 @@ impl Proc {
 
     /// Resident memory now, in bytes.
     pub fn rss(&self) -> u64 {
-        status_kb(self.pid(), "VmRSS:").unwrap_or(0) * 1024
+        rss(self.pid())
     }
+}
+
+/// Resident memory of process `pid` now, in bytes (0 when it is gone).
+pub fn rss(pid: u32) -> u64 {
+    status_kb(pid, "VmRSS:").unwrap_or(0) * 1024
 }
 
 /// Clock ticks per second of `/proc/<pid>/stat`.

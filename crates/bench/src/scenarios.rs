@@ -10,10 +10,13 @@ use emporium_proto::{
 use http_body_util::{BodyExt as _, Empty};
 use hyper::body::Bytes;
 use tokio::sync::Mutex;
-use tonic::{Request, transport::Channel};
+use tonic::transport::Channel;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-use crate::{load::Call, world::World};
+use crate::{
+    load::Call,
+    world::{World, bearer},
+};
 
 /// A scenario of the standard set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -87,15 +90,6 @@ impl FromStr for Scenario {
                 format!("unknown scenario {s:?} (one of: {})", names.join(", "))
             })
     }
-}
-
-fn bearer<T>(message: T, token: &str) -> Request<T> {
-    let mut r = Request::new(message);
-    r.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("ASCII"),
-    );
-    r
 }
 
 fn code(s: &tonic::Status) -> String {

@@ -107,7 +107,8 @@ pub fn tokens() -> Tokens {
     Tokens::new(&AuthConfig::default()).expect("the development keys are valid")
 }
 
-fn bearer<T>(message: T, token: &str) -> Request<T> {
+/// `message` with `token` as its bearer token.
+pub fn bearer<T>(message: T, token: &str) -> Request<T> {
     let mut r = Request::new(message);
     r.metadata_mut().insert(
         "authorization",

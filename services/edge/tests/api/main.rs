@@ -11,7 +11,6 @@ use emporium_common::config::PeerConfig;
 use emporium_edge::config::{Config, EdgeConfig, Peers};
 use emporium_testkit::{Spawned, Stack, TestDb, base_config, spawn, spawn_user, tokens};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// A peer block for a spawned service.
 fn peer(s: &Spawned) -> PeerConfig {
@@ -101,43 +100,22 @@ async fn http_with(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> Answer {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        req.push_str(&format!("{name}: {value}\r\n"));
-    }
     let body = body.unwrap_or("");
+    let mut all = headers.to_vec();
     if !body.is_empty() || method == "POST" {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
+        all.push(("Content-Type", "application/json"));
     }
-    req.push_str("\r\n");
-    req.push_str(body);
-    stream.write_all(req.as_bytes()).await.expect("write");
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.expect("read");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("a status line");
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
-        .collect();
+    let reading = wire::send(addr, method, path, &all, body.as_bytes()).await;
+    let head = reading.head.clone();
+    let body = String::from_utf8_lossy(&reading.body().await).into_owned();
     let json = if body.is_empty() {
         Value::Null
     } else {
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
     };
     Answer {
-        status,
-        headers,
+        status: head.status,
+        headers: head.headers,
         json,
     }
 }

@@ -9,7 +9,7 @@ use tokio::{
 };
 
 /// A response head.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Head {
     pub(crate) status: u16,
     pub(crate) headers: Vec<(String, String)>,
