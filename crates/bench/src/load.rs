@@ -18,9 +18,34 @@ use hdrhistogram::Histogram;
 // Tokio's clock, so the tests can run on paused time.
 use tokio::time::Instant;
 
-/// What one call ended as: `Ok`, or the name of what went wrong (a gRPC code
-/// name, an HTTP status, `order CANCELLED`, …).
-pub type CallResult = Result<(), String>;
+/// What one call ended as.
+pub type CallResult = Result<(), Failure>;
+
+/// Why a call failed: what went wrong (a gRPC code name, an HTTP status,
+/// `order CANCELLED`, …) and, when the server said when to come back
+/// (`google.rpc.RetryInfo`), how long to wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// What the failure is counted as.
+    pub kind: String,
+    /// The retry delay the server asked for.
+    pub retry_after: Option<Duration>,
+}
+
+impl From<String> for Failure {
+    fn from(kind: String) -> Self {
+        Self {
+            kind,
+            retry_after: None,
+        }
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(kind: &str) -> Self {
+        kind.to_owned().into()
+    }
+}
 
 /// One call of a scenario, by caller number and sequence number.
 pub type Call =
@@ -60,7 +85,7 @@ impl Outcome {
             Ok(()) => {
                 let _ = self.ok.record(us);
             }
-            Err(kind) => *self.errors.entry(kind).or_default() += 1,
+            Err(failure) => *self.errors.entry(failure.kind).or_default() += 1,
         }
     }
 
@@ -85,7 +110,9 @@ fn histogram() -> Histogram<u64> {
 }
 
 /// `callers` callers, each calling in turn until `duration` passed or
-/// `max_calls` were sent in all.
+/// `max_calls` were sent in all. A caller told to come back later waits as
+/// long as it was told before its next call, as a well-behaved client does
+/// (gRPC's retry policies honour the server's pushback the same way).
 pub async fn closed(callers: usize, duration: Duration, max_calls: u64, call: Call) -> Outcome {
     let sent = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -102,7 +129,11 @@ pub async fn closed(callers: usize, duration: Duration, max_calls: u64, call: Ca
                 }
                 let t = Instant::now();
                 let result = call(caller, seq).await;
+                let pushback = result.as_ref().err().and_then(|f| f.retry_after);
                 out.record(t.elapsed(), result);
+                if let Some(wait) = pushback {
+                    tokio::time::sleep(wait).await;
+                }
             }
             out
         }));
@@ -192,6 +223,22 @@ mod tests {
         // 4 callers, 10 ms a call: 100 calls take 25 rounds.
         assert_eq!(out.elapsed.as_millis(), 250);
         assert!(out.ok.value_at_quantile(0.5) >= 10_000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_loop_waits_as_long_as_the_server_asks() {
+        let pushed_back: Call = Arc::new(|_, _| {
+            Box::pin(async {
+                Err(Failure {
+                    kind: "ResourceExhausted".into(),
+                    retry_after: Some(Duration::from_millis(100)),
+                })
+            })
+        });
+        let out = closed(2, Duration::from_secs(1), u64::MAX, pushed_back).await;
+        // Two callers, each one call per 100 ms, for a second.
+        assert_eq!(out.sent, 20);
+        assert_eq!(out.errors["ResourceExhausted"], 20);
     }
 
     #[tokio::test(start_paused = true)]

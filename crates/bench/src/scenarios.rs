@@ -14,7 +14,7 @@ use tonic::transport::Channel;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::{
-    load::Call,
+    load::{Call, Failure},
     world::{World, bearer},
 };
 
@@ -92,8 +92,12 @@ impl FromStr for Scenario {
     }
 }
 
-fn code(s: &tonic::Status) -> String {
-    format!("{:?}", s.code())
+fn code(s: &tonic::Status) -> Failure {
+    use tonic_types::StatusExt as _;
+    Failure {
+        kind: format!("{:?}", s.code()),
+        retry_after: s.get_details_retry_info().and_then(|r| r.retry_delay),
+    }
 }
 
 /// The call of `scenario` against `world`, over `connections` connections
@@ -244,7 +248,7 @@ fn create_order(
             if status == ord::OrderStatus::Confirmed {
                 Ok(())
             } else {
-                Err(format!("order {}", status.as_str_name()))
+                Err(format!("order {}", status.as_str_name()).into())
             }
         })
     })
@@ -294,7 +298,7 @@ async fn edge_get(
             if status.is_success() {
                 Ok(())
             } else {
-                Err(format!("HTTP {}", status.as_u16()))
+                Err(format!("HTTP {}", status.as_u16()).into())
             }
         })
     })

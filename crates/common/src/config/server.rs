@@ -26,6 +26,15 @@ pub struct ServerConfig {
     /// Most requests handled at once across all connections; the excess is refused
     /// with RESOURCE_EXHAUSTED instead of queueing.
     pub max_in_flight: usize,
+    /// Also limit each unary method's calls from users (not peer services,
+    /// not health checks) to a concurrency that adapts to its latency (TCP
+    /// Vegas: the limit shrinks when calls queue, grows while they do not), and
+    /// refuse the excess at once with RESOURCE_EXHAUSTED and a retry delay, so
+    /// that under overload the admitted calls stay fast instead of everyone
+    /// waiting in one growing queue. The current limits are the
+    /// `rpc_server_concurrency_limit` gauge.
+    #[serde(default = "default_adaptive_concurrency")]
+    pub adaptive_concurrency: bool,
     /// Most concurrent HTTP/2 streams one client connection may open.
     pub max_concurrent_streams: u32,
     /// Largest request or response message, in bytes.
@@ -81,6 +90,7 @@ impl ServerConfig {
             drain_delay_ms: 1_000,
             shutdown_grace_ms: 20_000,
             max_in_flight: 1_024,
+            adaptive_concurrency: default_adaptive_concurrency(),
             max_concurrent_streams: 256,
             max_message_bytes: 4 * 1024 * 1024,
             rate_limit_per_sec: 50,
@@ -114,6 +124,10 @@ impl ServerConfig {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
     }
+}
+
+fn default_adaptive_concurrency() -> bool {
+    true
 }
 
 fn default_max_streams_per_caller() -> usize {

@@ -72,6 +72,11 @@ impl KnownMethods {
         self.0.server_streaming.contains(path)
     }
 
+    /// The known methods that answer with one message.
+    pub fn unary(&self) -> impl Iterator<Item = &str> {
+        self.iter().filter(|m| !self.is_server_streaming(m))
+    }
+
     /// All known method paths.
     pub fn iter(&self) -> impl Iterator<Item = &str> {
         self.0.all.iter().map(String::as_str)

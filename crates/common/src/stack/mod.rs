@@ -86,8 +86,12 @@ impl ServerStack {
                 config.rate_limit_burst,
                 &config.trusted_proxies,
             ),
+            load_shed: LoadShedLayer::new(
+                config.max_in_flight,
+                config.adaptive_concurrency,
+                &known,
+            ),
             streams: StreamsLayer::new(config, known),
-            load_shed: LoadShedLayer::new(config.max_in_flight),
             deadline: DeadlineLayer::new(config.request_timeout()),
         }
     }

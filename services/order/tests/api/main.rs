@@ -9,6 +9,7 @@ mod matrix;
 mod oversell;
 mod replicas;
 mod saga;
+mod shedding;
 mod watch;
 mod watch_limits;
 
