@@ -3,13 +3,15 @@
 //! client really got.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     future::Future,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, OnceLock},
     task::{Context, Poll, ready},
     time::Instant,
 };
+
+use metrics::{Counter, Gauge, Histogram};
 
 use tonic::Code;
 use tower::{Layer, Service};
@@ -86,7 +88,8 @@ impl KnownMethods {
 /// See the module docs.
 #[derive(Debug, Clone)]
 pub struct MetricsLayer {
-    known: KnownMethods,
+    methods: Arc<HashMap<String, Arc<MethodMetrics>>>,
+    unknown: Arc<MethodMetrics>,
     access_log: bool,
     #[cfg(any(test, feature = "testing"))]
     leak_guard: bool,
@@ -96,8 +99,16 @@ impl MetricsLayer {
     /// Labels only `known` methods; writes an INFO access line per RPC when
     /// `access_log` is on.
     pub fn new(known: KnownMethods, access_log: bool) -> Self {
+        let methods = known
+            .iter()
+            .filter_map(|path| {
+                let (service, method) = split_path(path)?;
+                Some((path.to_owned(), MethodMetrics::new(service, method)))
+            })
+            .collect();
         Self {
-            known,
+            methods: Arc::new(methods),
+            unknown: MethodMetrics::new("unknown", "unknown"),
             access_log,
             #[cfg(any(test, feature = "testing"))]
             leak_guard: false,
@@ -110,6 +121,65 @@ impl MetricsLayer {
     pub fn with_leak_guard(mut self, on: bool) -> Self {
         self.leak_guard = on;
         self
+    }
+}
+
+/// One method's labels and metric handles. The handles are looked up once, at
+/// the method's first call (the recorder is installed by then), instead of on
+/// every call: a lookup builds and hashes its key and labels each time.
+#[derive(Debug)]
+struct MethodMetrics {
+    service: String,
+    method: String,
+    handles: OnceLock<Handles>,
+}
+
+#[derive(Debug)]
+struct Handles {
+    in_flight: Gauge,
+    duration: Histogram,
+    /// By code, each registered when first needed: a series per code that
+    /// never happened would only clutter the scrape.
+    requests: [OnceLock<Counter>; 17],
+}
+
+impl MethodMetrics {
+    fn new(service: &str, method: &str) -> Arc<Self> {
+        Arc::new(Self {
+            service: service.to_owned(),
+            method: method.to_owned(),
+            handles: OnceLock::new(),
+        })
+    }
+
+    fn labels(&self) -> [(&'static str, String); 2] {
+        [
+            ("rpc_service", self.service.clone()),
+            ("rpc_method", self.method.clone()),
+        ]
+    }
+
+    fn handles(&self) -> &Handles {
+        self.handles.get_or_init(|| {
+            let labels = self.labels();
+            Handles {
+                in_flight: metrics::gauge!("rpc_server_in_flight", &labels),
+                duration: metrics::histogram!("rpc_server_duration_seconds", &labels),
+                requests: Default::default(),
+            }
+        })
+    }
+
+    fn requests(&self, code: Code) -> &Counter {
+        let slot = &self.handles().requests[(code as usize).min(16)];
+        slot.get_or_init(|| {
+            metrics::counter!(
+                "rpc_server_requests_total",
+                "rpc_service" => self.service.clone(),
+                "rpc_method" => self.method.clone(),
+                "rpc_grpc_status_code" => code_name(code),
+            )
+        })
     }
 }
 
@@ -131,22 +201,12 @@ pub struct Metrics<S> {
 }
 
 struct Completion {
-    service: String,
-    method: String,
+    names: Arc<MethodMetrics>,
     start: Instant,
     access_log: bool,
     span: tracing::Span,
     #[cfg(any(test, feature = "testing"))]
     leak_guard: bool,
-}
-
-impl Completion {
-    fn labels(&self) -> [(&'static str, String); 2] {
-        [
-            ("rpc_service", self.service.clone()),
-            ("rpc_method", self.method.clone()),
-        ]
-    }
 }
 
 impl OnStatus for Completion {
@@ -156,25 +216,17 @@ impl OnStatus for Completion {
             crate::testing::guard_against_leaks(message);
         }
         let elapsed = self.start.elapsed();
-        let labels = self.labels();
-        metrics::gauge!("rpc_server_in_flight", &labels).decrement(1.0);
-        let code_label = code_name(code);
-        let [service, method] = labels.clone();
-        metrics::counter!(
-            "rpc_server_requests_total",
-            "rpc_service" => service.1,
-            "rpc_method" => method.1,
-            "rpc_grpc_status_code" => code_label,
-        )
-        .increment(1);
-        metrics::histogram!("rpc_server_duration_seconds", &labels).record(elapsed.as_secs_f64());
+        let handles = self.names.handles();
+        handles.in_flight.decrement(1.0);
+        self.names.requests(code).increment(1);
+        handles.duration.record(elapsed.as_secs_f64());
         trace::record_status(&self.span, trace::Side::Server, code, message);
         if self.access_log {
             self.span.in_scope(|| {
                 tracing::info!(
-                    rpc.service = %self.service,
-                    rpc.method = %self.method,
-                    code = code_label,
+                    rpc.service = self.names.service.as_str(),
+                    rpc.method = self.names.method.as_str(),
+                    code = code_name(code),
                     duration_ms = elapsed.as_secs_f64() * 1e3,
                     "rpc finished"
                 );
@@ -196,21 +248,19 @@ where
     }
 
     fn call(&mut self, req: HttpRequest) -> Self::Future {
-        let path = req.uri().path();
-        let (service, method) = match split_path(path) {
-            Some((s, m)) if self.layer.known.contains(path) => (s.to_owned(), m.to_owned()),
-            _ => ("unknown".to_owned(), "unknown".to_owned()),
+        let names = match self.layer.methods.get(req.uri().path()) {
+            Some(known) => known.clone(),
+            None => self.layer.unknown.clone(),
         };
+        names.handles().in_flight.increment(1.0);
         let done = Completion {
-            service,
-            method,
+            names,
             start: Instant::now(),
             access_log: self.layer.access_log,
             span: tracing::Span::current(),
             #[cfg(any(test, feature = "testing"))]
             leak_guard: self.layer.leak_guard,
         };
-        metrics::gauge!("rpc_server_in_flight", &done.labels()).increment(1.0);
         MetricsFuture {
             inner: self.inner.call(req),
             done: Some(done),

@@ -5,7 +5,6 @@
 use std::{io::Write as _, sync::OnceLock};
 
 use opentelemetry::trace::TraceContextExt as _;
-use serde_json::{Map, Value};
 use tracing::{
     Event, Subscriber,
     dispatcher::WeakDispatch,
@@ -94,32 +93,123 @@ impl Visit for RequestIdVisitor {
     }
 }
 
-struct JsonFields(Map<String, Value>);
+/// One JSON line written straight into a byte buffer: no map of values, no
+/// allocation per field (the access line is written for every call, and
+/// building it as a `serde_json::Map` cost more than the rest of the server
+/// stack's layers together; see docs/performance.md).
+struct Line<'a> {
+    buf: &'a mut Vec<u8>,
+    /// Room to format a `Debug`/`Display` value before it is escaped.
+    scratch: &'a mut String,
+    first: bool,
+}
 
-impl Visit for JsonFields {
+impl<'a> Line<'a> {
+    fn new(buf: &'a mut Vec<u8>, scratch: &'a mut String) -> Self {
+        buf.clear();
+        Self {
+            buf,
+            scratch,
+            first: true,
+        }
+    }
+
+    fn key(&mut self, key: &str) {
+        self.buf.push(if self.first { b'{' } else { b',' });
+        self.first = false;
+        escaped(self.buf, key);
+        self.buf.push(b':');
+    }
+
+    fn str(&mut self, key: &str, value: &str) {
+        self.key(key);
+        escaped(self.buf, value);
+    }
+
+    /// A value serde writes as JSON (numbers, booleans).
+    fn value(&mut self, key: &str, value: impl serde::Serialize) {
+        self.key(key);
+        if serde_json::to_writer(&mut *self.buf, &value).is_err() {
+            self.buf.extend_from_slice(b"null");
+        }
+    }
+
+    fn formatted(&mut self, key: &str, value: std::fmt::Arguments<'_>) {
+        use std::fmt::Write as _;
+        self.scratch.clear();
+        let _ = self.scratch.write_fmt(value);
+        self.key(key);
+        escaped(self.buf, self.scratch);
+    }
+
+    fn finish(self) -> &'a [u8] {
+        if self.first {
+            self.buf.push(b'{');
+        }
+        self.buf.extend_from_slice(b"}\n");
+        self.buf
+    }
+}
+
+fn escaped(buf: &mut Vec<u8>, s: &str) {
+    // Writing a str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *buf, s);
+}
+
+/// The keys a line writes itself; an event field of the same name is left out
+/// rather than written twice.
+const OWN_KEYS: [&str; 7] = [
+    "timestamp",
+    "level",
+    "target",
+    "span",
+    "trace_id",
+    "span_id",
+    "request_id",
+];
+
+impl Visit for Line<'_> {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.insert(field.name().into(), value.into());
+        if !OWN_KEYS.contains(&field.name()) {
+            self.value(field.name(), value);
+        }
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.insert(field.name().into(), value.into());
+        if !OWN_KEYS.contains(&field.name()) {
+            self.value(field.name(), value);
+        }
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.insert(field.name().into(), value.into());
+        if !OWN_KEYS.contains(&field.name()) {
+            self.value(field.name(), value);
+        }
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.insert(field.name().into(), value.into());
+        if !OWN_KEYS.contains(&field.name()) {
+            self.value(field.name(), value);
+        }
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().into(), value.into());
+        if !OWN_KEYS.contains(&field.name()) {
+            self.str(field.name(), value);
+        }
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.0
-            .insert(field.name().into(), crate::status::chain(value).into());
+        if !OWN_KEYS.contains(&field.name()) {
+            self.str(field.name(), &crate::status::chain(value));
+        }
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0
-            .insert(field.name().into(), format!("{value:?}").into());
+        if !OWN_KEYS.contains(&field.name()) {
+            self.formatted(field.name(), format_args!("{value:?}"));
+        }
     }
+}
+
+thread_local! {
+    /// Each thread's line buffers, reused from line to line.
+    static BUFFERS: std::cell::RefCell<(Vec<u8>, String)> =
+        const { std::cell::RefCell::new((Vec::new(), String::new())) };
 }
 
 /// JSON lines: `timestamp`, `level`, `target`, `message`, the event's fields,
@@ -164,36 +254,45 @@ where
             let dispatch = self.dispatch.get()?.upgrade()?;
             let cx = tracing_opentelemetry::get_otel_context(&s.id(), &dispatch)?;
             let sc = cx.span().span_context().clone();
-            sc.is_valid()
-                .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+            sc.is_valid().then(|| (sc.trace_id(), sc.span_id()))
         });
-        let mut fields = JsonFields(Map::new());
-        let mut ts = String::new();
-        let _ = SystemTime.format_time(&mut Writer::new(&mut ts));
-        fields.0.insert("timestamp".into(), ts.into());
-        let meta = event.metadata();
-        fields
-            .0
-            .insert("level".into(), meta.level().as_str().into());
-        fields.0.insert("target".into(), meta.target().into());
-        event.record(&mut fields);
-        let mut line = fields.0;
-        if let Some(span) = &span {
-            line.insert("span".into(), span.name().into());
-            if let Some((trace_id, span_id)) = ids {
-                line.insert("trace_id".into(), trace_id.into());
-                line.insert("span_id".into(), span_id.into());
+        let write = |buf: &mut Vec<u8>, scratch: &mut String| {
+            let mut line = Line::new(buf, scratch);
+            line.scratch.clear();
+            let _ = SystemTime.format_time(&mut Writer::new(line.scratch));
+            line.key("timestamp");
+            escaped(line.buf, line.scratch);
+            let meta = event.metadata();
+            line.str("level", meta.level().as_str());
+            line.str("target", meta.target());
+            event.record(&mut line);
+            if let Some(span) = &span {
+                line.str("span", span.name());
+                if let Some((trace_id, span_id)) = ids {
+                    line.formatted("trace_id", format_args!("{trace_id}"));
+                    line.formatted("span_id", format_args!("{span_id}"));
+                }
+                for s in span.scope() {
+                    if let Some(rid) = s.extensions().get::<RequestIdField>() {
+                        line.str("request_id", &rid.0);
+                        break;
+                    }
+                }
             }
-            if let Some(rid) = span
-                .scope()
-                .find_map(|s| s.extensions().get::<RequestIdField>().map(|r| r.0.clone()))
-            {
-                line.insert("request_id".into(), rid.into());
+            // One write per line so concurrent lines never interleave.
+            let _ = self.writer.make_writer_for(meta).write_all(line.finish());
+        };
+        // A `Debug` impl that logs would find the buffers taken: it gets fresh ones.
+        let reused = BUFFERS.try_with(|b| match b.try_borrow_mut() {
+            Ok(mut b) => {
+                let (buf, scratch) = &mut *b;
+                write(buf, scratch);
+                true
             }
+            Err(_) => false,
+        });
+        if reused != Ok(true) {
+            write(&mut Vec::new(), &mut String::new());
         }
-        let mut buf = serde_json::to_vec(&Value::Object(line)).unwrap_or_default();
-        buf.push(b'\n');
-        // One write per line so concurrent lines never interleave.
-        let _ = self.writer.make_writer_for(meta).write_all(&buf);
     }
 }

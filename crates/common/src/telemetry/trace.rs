@@ -94,10 +94,12 @@ pub fn server_span(
         otel.status_code = Empty,
         otel.status_description = Empty,
         rpc.system = "grpc",
-        rpc.service = %service,
-        rpc.method = %method,
+        // Plain `&str`s, not `%` (Display): they are recorded as strings
+        // instead of being formatted first.
+        rpc.service = service,
+        rpc.method = method,
         rpc.grpc.status_code = Empty,
-        request_id = %request_id,
+        request_id = request_id,
     );
     // An empty context (no or invalid traceparent) makes this span a new root.
     let _ = span.set_parent(parent);
@@ -117,11 +119,11 @@ pub fn client_span(peer: &str, service: &str, method: &str, authority: &str) -> 
         otel.status_code = Empty,
         otel.status_description = Empty,
         rpc.system = "grpc",
-        rpc.service = %service,
-        rpc.method = %method,
+        rpc.service = service,
+        rpc.method = method,
         rpc.grpc.status_code = Empty,
-        peer.service = %peer,
-        server.address = %address,
+        peer.service = peer,
+        server.address = address,
         server.port = port,
     )
 }
