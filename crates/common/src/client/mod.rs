@@ -163,6 +163,7 @@ pub fn channel_with_resolver(
             retry,
             endpoints,
             default_timeout: peer.call_timeout(),
+            methods: Default::default(),
         }),
     })
 }
@@ -244,6 +245,9 @@ struct Inner {
     retry: RetryPolicy,
     budget: Budget,
     default_timeout: Duration,
+    /// Labels and metric handles by method path, looked up once per method
+    /// rather than registered on every call (see `stack::metrics`).
+    methods: std::sync::Mutex<std::collections::HashMap<String, Arc<CallMetrics>>>,
 }
 
 impl PeerChannel {
@@ -258,39 +262,62 @@ impl PeerChannel {
     }
 }
 
-struct ClientCall {
+/// One method's labels and metric handles on one peer channel.
+#[derive(Debug)]
+struct CallMetrics {
     peer: Arc<str>,
     service: String,
     method: String,
+    in_flight: metrics::Gauge,
+    duration: metrics::Histogram,
+    /// By code, each registered when first needed.
+    requests: [std::sync::OnceLock<metrics::Counter>; 17],
+}
+
+impl CallMetrics {
+    fn new(peer: Arc<str>, path: &str) -> Self {
+        let (service, method) = split_path(path).unwrap_or(("unknown", "unknown"));
+        let labels = [
+            ("peer", peer.to_string()),
+            ("rpc_service", service.to_owned()),
+            ("rpc_method", method.to_owned()),
+        ];
+        Self {
+            in_flight: metrics::gauge!("rpc_client_in_flight", &labels),
+            duration: metrics::histogram!("rpc_client_duration_seconds", &labels),
+            requests: Default::default(),
+            peer,
+            service: service.to_owned(),
+            method: method.to_owned(),
+        }
+    }
+
+    fn requests(&self, code: Code) -> &metrics::Counter {
+        self.requests[(code as usize).min(16)].get_or_init(|| {
+            metrics::counter!(
+                "rpc_client_requests_total",
+                "peer" => self.peer.to_string(),
+                "rpc_service" => self.service.clone(),
+                "rpc_method" => self.method.clone(),
+                "rpc_grpc_status_code" => code_name(code),
+            )
+        })
+    }
+}
+
+struct ClientCall {
+    metrics: Arc<CallMetrics>,
     start: Instant,
     span: tracing::Span,
 }
 
-impl ClientCall {
-    fn labels(&self) -> [(&'static str, String); 3] {
-        [
-            ("peer", self.peer.to_string()),
-            ("rpc_service", self.service.clone()),
-            ("rpc_method", self.method.clone()),
-        ]
-    }
-}
-
 impl OnStatus for ClientCall {
     fn on_status(self, code: Code, message: &str, _metadata: Option<&http::HeaderMap>) {
-        let labels = self.labels();
-        metrics::gauge!("rpc_client_in_flight", &labels).decrement(1.0);
-        metrics::histogram!("rpc_client_duration_seconds", &labels)
+        self.metrics.in_flight.decrement(1.0);
+        self.metrics
+            .duration
             .record(self.start.elapsed().as_secs_f64());
-        let [peer, service, method] = labels;
-        metrics::counter!(
-            "rpc_client_requests_total",
-            "peer" => peer.1,
-            "rpc_service" => service.1,
-            "rpc_method" => method.1,
-            "rpc_grpc_status_code" => code_name(code),
-        )
-        .increment(1);
+        self.metrics.requests(code).increment(1);
         trace::record_status(&self.span, trace::Side::Client, code, message);
     }
 }
@@ -435,7 +462,7 @@ impl Inner {
                     metrics::counter!(
                         "rpc_client_retries_total",
                         "peer" => self.peer.to_string(),
-                        "rpc_method" => call.method.clone(),
+                        "rpc_method" => call.metrics.method.clone(),
                     )
                     .increment(1);
                     tracing::debug!(peer = %self.peer, code = code_name(code), attempt, "retrying");
@@ -469,19 +496,36 @@ impl Service<http::Request<Body>> for PeerChannel {
     }
 
     fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
-        let (service, method) = split_path(req.uri().path()).unwrap_or(("unknown", "unknown"));
-        let (service, method) = (service.to_owned(), method.to_owned());
+        let metrics = {
+            let path = req.uri().path();
+            let mut methods = self
+                .inner
+                .methods
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            match methods.get(path) {
+                Some(known) => known.clone(),
+                None => {
+                    let known = Arc::new(CallMetrics::new(self.inner.peer.clone(), path));
+                    methods.insert(path.to_owned(), known.clone());
+                    known
+                }
+            }
+        };
         // A child of whatever span the caller is in (a handler, a saga step).
-        let span = trace::client_span(&self.inner.peer, &service, &method, &self.inner.authority);
+        let span = trace::client_span(
+            &self.inner.peer,
+            &metrics.service,
+            &metrics.method,
+            &self.inner.authority,
+        );
         trace::inject(&span.context(), req.headers_mut());
+        metrics.in_flight.increment(1.0);
         let call = ClientCall {
-            peer: self.inner.peer.clone(),
-            service,
-            method,
+            metrics,
             start: Instant::now(),
             span: span.clone(),
         };
-        metrics::gauge!("rpc_client_in_flight", &call.labels()).increment(1.0);
         Box::pin(self.inner.clone().send(req, call).instrument(span))
     }
 }

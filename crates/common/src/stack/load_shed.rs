@@ -46,6 +46,14 @@ const INITIAL_LIMIT: usize = 32;
 /// where it settled, and a baseline that really doubled only doubles the limit
 /// (Vegas aims at a queue of a few calls, whatever the baseline).
 const PROBE_MULTIPLIER: usize = 100_000;
+/// Latency below which queueing is not worth refusing anyone: the estimator
+/// sees every faster call as taking this long. A refusal costs the server
+/// about what a sub-millisecond call does (the same HTTP/2 and layer work), so
+/// shedding such calls when a few dozen callers merely saturate the process
+/// only trades served calls for refused ones (measured: GetUser with 32
+/// callers served 36 % fewer calls and refused 16,000 a second). Calls queue
+/// up to about this long before their method's limit starts to bite.
+const LATENCY_FLOOR: Duration = Duration::from_millis(5);
 /// The shortest and longest retry delay a refused caller is given.
 const RETRY_BOUNDS: (Duration, Duration) = (Duration::from_millis(1), Duration::from_secs(1));
 
@@ -145,7 +153,7 @@ impl MethodLimit {
         match answered {
             Some((rtt, overloaded)) => {
                 self.algorithm
-                    .update(rtt, self.in_flight, overloaded, false);
+                    .update(rtt.max(LATENCY_FLOOR), self.in_flight, overloaded, false);
                 self.typical = (self.typical * 7 + rtt) / 8;
             }
             None => self
@@ -379,6 +387,25 @@ mod tests {
             layer.adaptive_limit(&anonymous).is_some(),
             "an anonymous call"
         );
+    }
+
+    /// Calls much faster than the floor: 32 at once take 4 ms instead of
+    /// 0.2 ms, but that is no reason to refuse any of them.
+    #[test]
+    fn fast_calls_queueing_below_the_floor_are_not_limited() {
+        let mut limit = MethodLimit::new("/t.T/M", 1_024);
+        limit.admit().unwrap();
+        limit.release(Some((Duration::from_micros(200), false)));
+        for _ in 0..400 {
+            let admitted = limit.algorithm.max_concurrency().min(32);
+            for _ in 0..admitted {
+                limit.admit().unwrap();
+            }
+            for _ in 0..admitted {
+                limit.release(Some((Duration::from_micros(125) * admitted as u32, false)));
+            }
+        }
+        assert!(limit.algorithm.max_concurrency() >= INITIAL_LIMIT);
     }
 
     #[test]
