@@ -87,6 +87,11 @@ struct Cli {
     /// Run echo and this scenario back to back and print the ratios.
     #[arg(long)]
     compare: Option<String>,
+    /// A setting for every service under test, as `NAME=VALUE` (repeatable;
+    /// e.g. `EMPORIUM_TELEMETRY__ACCESS_LOG=false`), to measure what it costs.
+    /// The services otherwise start with a clean environment.
+    #[arg(long = "service-env", value_name = "NAME=VALUE", value_parser = parse_env)]
+    service_env: Vec<(String, String)>,
     /// Write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -231,6 +236,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             backend: backend.clone(),
             cpus: pin.then(|| cli.service_cpus.clone()),
             customers: cli.customers,
+            service_env: cli.service_env.clone(),
         };
         let world = world::start(&setup).await?;
         let on_pg = matches!(backend, Backend::Postgres(_));
@@ -308,9 +314,12 @@ async fn run(cli: Cli) -> Result<(), String> {
     write_out(&cli, &report)
 }
 
-/// The command as a reader would type it: the program by name, and no
-/// throwaway PostgreSQL port.
+/// The command as a reader would type it: the program by name, paths
+/// relative to the current directory, and no throwaway PostgreSQL port.
 fn command_line() -> String {
+    let here = std::env::current_dir()
+        .map(|d| format!("{}/", d.display()))
+        .unwrap_or_default();
     let mut args: Vec<String> = vec!["emporium-bench".into()];
     let mut raw = std::env::args().skip(1);
     while let Some(arg) = raw.next() {
@@ -318,6 +327,10 @@ fn command_line() -> String {
             raw.next();
             args.push("--postgres URL".into());
         } else {
+            let arg = match arg.strip_prefix(&here) {
+                Some(relative) if !here.is_empty() => relative.to_owned(),
+                _ => arg,
+            };
             args.push(arg);
         }
     }
@@ -459,5 +472,12 @@ fn compare(report: &Report, other: &str) {
             m.p50 as f64 / echo.p50.max(1) as f64,
             m.p99 as f64 / echo.p99.max(1) as f64,
         );
+    }
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(format!("expected NAME=VALUE, got {s:?}")),
     }
 }

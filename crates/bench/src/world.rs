@@ -50,6 +50,9 @@ pub struct Setup {
     pub cpus: Option<String>,
     /// Customers to sign up.
     pub customers: usize,
+    /// More settings for every service (`EMPORIUM_…` variables), to measure
+    /// the effect of one.
+    pub service_env: Vec<(String, String)>,
 }
 
 /// The running stack.
@@ -179,6 +182,7 @@ pub async fn start(setup: &Setup) -> Result<World, String> {
             ),
             ("EMPORIUM_SERVER__RATE_LIMIT_BURST".into(), "1000000".into()),
         ];
+        vars.extend(setup.service_env.iter().cloned());
         if name != "edge" {
             vars.push((
                 "EMPORIUM_DATABASE__URL".into(),
