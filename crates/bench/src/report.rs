@@ -391,7 +391,8 @@ impl Report {
             .margin(12)
             .x_label_area_size(30)
             .y_label_area_size(60)
-            .build_cartesian_2d(0f64..max_offered, 0f64..max_offered)
+            // Room on the right for the last point's p99 label.
+            .build_cartesian_2d(0f64..max_offered * 1.15, 0f64..max_offered)
             .map_err(|e| err(&e))?;
         chart
             .configure_mesh()
