@@ -258,6 +258,10 @@ fn sqlite_options(max: u32, timeout: Duration) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .max_connections(max)
         .acquire_timeout(timeout)
+        // A file cannot drop a connection the way a server can, and the ping
+        // sqlx sends before handing one out is a round trip to the connection's
+        // worker thread (two thread wake-ups) before every query or transaction.
+        .test_before_acquire(false)
         .after_connect(|conn, _| {
             Box::pin(async move {
                 // WAL lets readers run beside the writer; NORMAL sync is durable
