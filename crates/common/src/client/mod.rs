@@ -56,7 +56,7 @@ use crate::{
     rpc::split_path,
     status::code_name,
     telemetry::{
-        rpc::{OnStatus, observe},
+        rpc::{MethodMetrics, OnStatus, observe},
         trace,
     },
 };
@@ -247,7 +247,7 @@ struct Inner {
     default_timeout: Duration,
     /// Labels and metric handles by method path, looked up once per method
     /// rather than registered on every call (see `stack::metrics`).
-    methods: std::sync::Mutex<std::collections::HashMap<String, Arc<CallMetrics>>>,
+    methods: std::sync::Mutex<std::collections::HashMap<String, Arc<MethodMetrics>>>,
 }
 
 impl PeerChannel {
@@ -262,62 +262,15 @@ impl PeerChannel {
     }
 }
 
-/// One method's labels and metric handles on one peer channel.
-#[derive(Debug)]
-struct CallMetrics {
-    peer: Arc<str>,
-    service: String,
-    method: String,
-    in_flight: metrics::Gauge,
-    duration: metrics::Histogram,
-    /// By code, each registered when first needed.
-    requests: [std::sync::OnceLock<metrics::Counter>; 17],
-}
-
-impl CallMetrics {
-    fn new(peer: Arc<str>, path: &str) -> Self {
-        let (service, method) = split_path(path).unwrap_or(("unknown", "unknown"));
-        let labels = [
-            ("peer", peer.to_string()),
-            ("rpc_service", service.to_owned()),
-            ("rpc_method", method.to_owned()),
-        ];
-        Self {
-            in_flight: metrics::gauge!("rpc_client_in_flight", &labels),
-            duration: metrics::histogram!("rpc_client_duration_seconds", &labels),
-            requests: Default::default(),
-            peer,
-            service: service.to_owned(),
-            method: method.to_owned(),
-        }
-    }
-
-    fn requests(&self, code: Code) -> &metrics::Counter {
-        self.requests[(code as usize).min(16)].get_or_init(|| {
-            metrics::counter!(
-                "rpc_client_requests_total",
-                "peer" => self.peer.to_string(),
-                "rpc_service" => self.service.clone(),
-                "rpc_method" => self.method.clone(),
-                "rpc_grpc_status_code" => code_name(code),
-            )
-        })
-    }
-}
-
 struct ClientCall {
-    metrics: Arc<CallMetrics>,
+    metrics: Arc<MethodMetrics>,
     start: Instant,
     span: tracing::Span,
 }
 
 impl OnStatus for ClientCall {
     fn on_status(self, code: Code, message: &str, _metadata: Option<&http::HeaderMap>) {
-        self.metrics.in_flight.decrement(1.0);
-        self.metrics
-            .duration
-            .record(self.start.elapsed().as_secs_f64());
-        self.metrics.requests(code).increment(1);
+        self.metrics.ended(code, self.start.elapsed());
         trace::record_status(&self.span, trace::Side::Client, code, message);
     }
 }
@@ -462,7 +415,7 @@ impl Inner {
                     metrics::counter!(
                         "rpc_client_retries_total",
                         "peer" => self.peer.to_string(),
-                        "rpc_method" => call.metrics.method.clone(),
+                        "rpc_method" => call.metrics.label("rpc_method").to_owned(),
                     )
                     .increment(1);
                     tracing::debug!(peer = %self.peer, code = code_name(code), attempt, "retrying");
@@ -506,7 +459,15 @@ impl Service<http::Request<Body>> for PeerChannel {
             match methods.get(path) {
                 Some(known) => known.clone(),
                 None => {
-                    let known = Arc::new(CallMetrics::new(self.inner.peer.clone(), path));
+                    let (service, method) = split_path(path).unwrap_or(("unknown", "unknown"));
+                    let known = Arc::new(MethodMetrics::new(
+                        trace::Side::Client,
+                        vec![
+                            ("peer", self.inner.peer.to_string()),
+                            ("rpc_service", service.to_owned()),
+                            ("rpc_method", method.to_owned()),
+                        ],
+                    ));
                     methods.insert(path.to_owned(), known.clone());
                     known
                 }
@@ -515,12 +476,12 @@ impl Service<http::Request<Body>> for PeerChannel {
         // A child of whatever span the caller is in (a handler, a saga step).
         let span = trace::client_span(
             &self.inner.peer,
-            &metrics.service,
-            &metrics.method,
+            metrics.label("rpc_service"),
+            metrics.label("rpc_method"),
             &self.inner.authority,
         );
         trace::inject(&span.context(), req.headers_mut());
-        metrics.in_flight.increment(1.0);
+        metrics.started();
         let call = ClientCall {
             metrics,
             start: Instant::now(),

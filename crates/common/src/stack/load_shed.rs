@@ -260,13 +260,11 @@ impl Drop for Place {
 /// Whether an answer says the process (or what it waited on) was overloaded:
 /// the deadline ran out, or it gave up for now.
 fn overloaded(response: &HttpResponse) -> bool {
-    let code = response
-        .headers()
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<i32>().ok())
-        .map(Code::from_i32);
-    matches!(code, Some(Code::DeadlineExceeded | Code::Unavailable))
+    // Every refusal is a trailers-only answer: its code is in the headers.
+    matches!(
+        Status::from_header_map(response.headers()).map(|s| s.code()),
+        Some(Code::DeadlineExceeded | Code::Unavailable)
+    )
 }
 
 pin_project_lite::pin_project! {

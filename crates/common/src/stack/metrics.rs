@@ -6,12 +6,10 @@ use std::{
     collections::{HashMap, HashSet},
     future::Future,
     pin::Pin,
-    sync::{Arc, OnceLock},
+    sync::Arc,
     task::{Context, Poll, ready},
     time::Instant,
 };
-
-use metrics::{Counter, Gauge, Histogram};
 
 use tonic::Code;
 use tower::{Layer, Service};
@@ -21,7 +19,7 @@ use crate::{
     rpc::split_path,
     status::code_name,
     telemetry::{
-        rpc::{OnStatus, observe},
+        rpc::{MethodMetrics, OnStatus, observe},
         trace,
     },
 };
@@ -103,12 +101,12 @@ impl MetricsLayer {
             .iter()
             .filter_map(|path| {
                 let (service, method) = split_path(path)?;
-                Some((path.to_owned(), MethodMetrics::new(service, method)))
+                Some((path.to_owned(), method_metrics(service, method)))
             })
             .collect();
         Self {
             methods: Arc::new(methods),
-            unknown: MethodMetrics::new("unknown", "unknown"),
+            unknown: method_metrics("unknown", "unknown"),
             access_log,
             #[cfg(any(test, feature = "testing"))]
             leak_guard: false,
@@ -124,63 +122,14 @@ impl MetricsLayer {
     }
 }
 
-/// One method's labels and metric handles. The handles are looked up once, at
-/// the method's first call (the recorder is installed by then), instead of on
-/// every call: a lookup builds and hashes its key and labels each time.
-#[derive(Debug)]
-struct MethodMetrics {
-    service: String,
-    method: String,
-    handles: OnceLock<Handles>,
-}
-
-#[derive(Debug)]
-struct Handles {
-    in_flight: Gauge,
-    duration: Histogram,
-    /// By code, each registered when first needed: a series per code that
-    /// never happened would only clutter the scrape.
-    requests: [OnceLock<Counter>; 17],
-}
-
-impl MethodMetrics {
-    fn new(service: &str, method: &str) -> Arc<Self> {
-        Arc::new(Self {
-            service: service.to_owned(),
-            method: method.to_owned(),
-            handles: OnceLock::new(),
-        })
-    }
-
-    fn labels(&self) -> [(&'static str, String); 2] {
-        [
-            ("rpc_service", self.service.clone()),
-            ("rpc_method", self.method.clone()),
-        ]
-    }
-
-    fn handles(&self) -> &Handles {
-        self.handles.get_or_init(|| {
-            let labels = self.labels();
-            Handles {
-                in_flight: metrics::gauge!("rpc_server_in_flight", &labels),
-                duration: metrics::histogram!("rpc_server_duration_seconds", &labels),
-                requests: Default::default(),
-            }
-        })
-    }
-
-    fn requests(&self, code: Code) -> &Counter {
-        let slot = &self.handles().requests[(code as usize).min(16)];
-        slot.get_or_init(|| {
-            metrics::counter!(
-                "rpc_server_requests_total",
-                "rpc_service" => self.service.clone(),
-                "rpc_method" => self.method.clone(),
-                "rpc_grpc_status_code" => code_name(code),
-            )
-        })
-    }
+fn method_metrics(service: &str, method: &str) -> Arc<MethodMetrics> {
+    Arc::new(MethodMetrics::new(
+        trace::Side::Server,
+        vec![
+            ("rpc_service", service.to_owned()),
+            ("rpc_method", method.to_owned()),
+        ],
+    ))
 }
 
 impl<S> Layer<S> for MetricsLayer {
@@ -216,16 +165,13 @@ impl OnStatus for Completion {
             crate::testing::guard_against_leaks(message);
         }
         let elapsed = self.start.elapsed();
-        let handles = self.names.handles();
-        handles.in_flight.decrement(1.0);
-        self.names.requests(code).increment(1);
-        handles.duration.record(elapsed.as_secs_f64());
+        self.names.ended(code, elapsed);
         trace::record_status(&self.span, trace::Side::Server, code, message);
         if self.access_log {
             self.span.in_scope(|| {
                 tracing::info!(
-                    rpc.service = self.names.service.as_str(),
-                    rpc.method = self.names.method.as_str(),
+                    rpc.service = self.names.label("rpc_service"),
+                    rpc.method = self.names.label("rpc_method"),
                     code = code_name(code),
                     duration_ms = elapsed.as_secs_f64() * 1e3,
                     "rpc finished"
@@ -252,7 +198,7 @@ where
             Some(known) => known.clone(),
             None => self.layer.unknown.clone(),
         };
-        names.handles().in_flight.increment(1.0);
+        names.started();
         let done = Completion {
             names,
             start: Instant::now(),

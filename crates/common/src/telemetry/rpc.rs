@@ -97,3 +97,81 @@ impl<F: OnStatus> http_body::Body for ObservedBody<F> {
         self.inner.size_hint()
     }
 }
+
+/// One method's request metrics on one side of its calls (`rpc_server_…` or
+/// `rpc_client_…`): in flight, duration, and requests by code. The handles
+/// are looked up at the method's first call (the recorder is installed by
+/// then) instead of on every call, where a lookup builds and hashes its key
+/// and labels each time.
+#[derive(Debug)]
+pub(crate) struct MethodMetrics {
+    side: super::trace::Side,
+    /// `rpc_service`, `rpc_method` and, for a client, `peer`.
+    labels: Vec<(&'static str, String)>,
+    handles: std::sync::OnceLock<Handles>,
+}
+
+#[derive(Debug)]
+struct Handles {
+    in_flight: metrics::Gauge,
+    duration: metrics::Histogram,
+    /// By code, each registered when first needed: a series per code that
+    /// never happened would only clutter the scrape.
+    requests: [std::sync::OnceLock<metrics::Counter>; 17],
+}
+
+impl MethodMetrics {
+    pub(crate) fn new(side: super::trace::Side, labels: Vec<(&'static str, String)>) -> Self {
+        Self {
+            side,
+            labels,
+            handles: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The value of label `name`.
+    pub(crate) fn label(&self, name: &str) -> &str {
+        self.labels
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map_or("", |(_, v)| v.as_str())
+    }
+
+    fn name(&self, metric: &str) -> String {
+        let side = match self.side {
+            super::trace::Side::Server => "server",
+            super::trace::Side::Client => "client",
+        };
+        format!("rpc_{side}_{metric}")
+    }
+
+    fn handles(&self) -> &Handles {
+        self.handles.get_or_init(|| Handles {
+            in_flight: metrics::gauge!(self.name("in_flight"), &self.labels),
+            duration: metrics::histogram!(self.name("duration_seconds"), &self.labels),
+            requests: Default::default(),
+        })
+    }
+
+    /// A call has started.
+    pub(crate) fn started(&self) {
+        self.handles().in_flight.increment(1.0);
+    }
+
+    /// A call started `elapsed` ago ended with `code`.
+    pub(crate) fn ended(&self, code: Code, elapsed: std::time::Duration) {
+        let handles = self.handles();
+        handles.in_flight.decrement(1.0);
+        handles.duration.record(elapsed.as_secs_f64());
+        handles.requests[(code as usize).min(16)]
+            .get_or_init(|| {
+                let mut labels = self.labels.clone();
+                labels.push((
+                    "rpc_grpc_status_code",
+                    crate::status::code_name(code).into(),
+                ));
+                metrics::counter!(self.name("requests_total"), &labels)
+            })
+            .increment(1);
+    }
+}

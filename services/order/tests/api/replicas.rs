@@ -57,18 +57,6 @@ fn client(p: &Process) -> pb::order_service_client::OrderServiceClient<tonic::tr
     pb::order_service_client::OrderServiceClient::new(ch)
 }
 
-fn place(key: &str) -> pb::CreateOrderRequest {
-    pb::CreateOrderRequest {
-        user_id: String::new(),
-        items: vec![pb::CreateOrderItem {
-            sku: "MUG-1".into(),
-            quantity: 1,
-        }],
-        payment_method: "pm_card_ok".into(),
-        idempotency_key: key.into(),
-    }
-}
-
 async fn order_of(p: &Process, token: &str, id: &str) -> pb::Order {
     client(p)
         .get_order(bearer(
@@ -113,7 +101,7 @@ async fn replicas_starting_together_migrate_once_and_both_serve() {
     });
     for (p, key) in [(&a, "together-a"), (&b, "together-b")] {
         let o = client(p)
-            .create_order(bearer(place(key), &s.customer_token))
+            .create_order(bearer(crate::one_mug(key), &s.customer_token))
             .await
             .unwrap()
             .into_inner()
@@ -147,7 +135,7 @@ async fn a_watch_on_one_replica_sees_an_order_placed_on_the_other() {
         .into_inner();
     // … and place one on A.
     let placed = client(&a)
-        .create_order(bearer(place("cross"), &s.customer_token))
+        .create_order(bearer(crate::one_mug("cross"), &s.customer_token))
         .await
         .unwrap()
         .into_inner()
@@ -182,7 +170,7 @@ async fn a_replica_stopped_mid_saga_hands_its_order_to_the_other_at_once() {
     let token = s.customer_token.clone();
     let answer = tokio::spawn(async move {
         placing
-            .create_order(bearer(place("handed-off"), &token))
+            .create_order(bearer(crate::one_mug("handed-off"), &token))
             .await
             .map(|r| r.into_inner().order.unwrap())
     });
@@ -253,7 +241,7 @@ async fn a_replica_killed_mid_saga_has_its_order_finished_by_the_other() {
     );
     let b = replica(&s, order_db.url(), "127.0.0.3", &inventory2.url(), lease);
     let placed = client(&a)
-        .create_order(bearer(place("killed"), &s.customer_token))
+        .create_order(bearer(crate::one_mug("killed"), &s.customer_token))
         .await;
     assert!(placed.is_err(), "A dies right after payment answers");
     assert!(!a.exit(Duration::from_secs(20)).await.success());

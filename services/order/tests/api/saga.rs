@@ -12,9 +12,7 @@ use std::time::Duration;
 use emporium_testkit::{
     TestDb, backend_tests, bearer, eventually,
     invariants::{Dbs, check_invariants},
-    refused, saga_config, spawn_order,
-    stall::StallProxy,
-    tokens,
+    refused, saga_config, tokens,
 };
 use prost::Message as _;
 use uuid::Uuid;
@@ -229,14 +227,6 @@ async fn payment_service_down_keeps_the_order_compensating_until_payment_answers
 async fn a_short_client_deadline_answers_pending_and_the_order_still_confirms(db: TestDb) {
     let s = Stack::start(db).await;
     s.product("MUG-1", 1_000, 10).await;
-    // A second order service whose inventory calls go through a proxy that
-    // can stall, as a stopped (SIGSTOP) inventory process would.
-    let proxy = StallProxy::start(s.inventory.grpc_addr).await;
-    let mut peers =
-        emporium_testkit::peers(&s.user, &s.inventory, s.payment.as_ref().unwrap().url());
-    peers.inventory.url = proxy.url();
-    let order_db = s.db.another();
-    let order_db_url = order_db.url().to_owned();
     // A step budget (4 s) longer than the stall (2 s), which is longer than
     // the caller's deadline (1 s).
     let saga = SagaConfig {
@@ -244,7 +234,7 @@ async fn a_short_client_deadline_answers_pending_and_the_order_still_confirms(db
         lease_ms: 5_000,
         ..saga_config()
     };
-    let order = spawn_order(order_db, peers, saga).await;
+    let (proxy, order, order_db_url) = crate::order_with_stallable_inventory(&s, saga).await;
     let mut orders = pb::order_service_client::OrderServiceClient::new(order.channel().await);
 
     proxy.stall();

@@ -6,48 +6,30 @@
 use std::time::Duration;
 
 use emporium_order::config::SagaConfig;
-use emporium_testkit::{
-    TestDb, backend_tests, bearer, eventually, saga_config, spawn_order, stall::StallProxy,
-};
+use emporium_testkit::{TestDb, backend_tests, bearer, eventually, saga_config};
 use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use tonic_types::StatusExt as _;
 
-use crate::{Stack, pb};
+use crate::{Stack, one_mug, pb};
 
 backend_tests!(calls_beyond_a_methods_limit_are_refused_with_a_retry_delay_not_queued);
 
 /// Where every method's limit starts (`stack::load_shed::INITIAL_LIMIT`).
 const INITIAL_LIMIT: usize = 32;
 
-fn order_of(key: &str) -> pb::CreateOrderRequest {
-    pb::CreateOrderRequest {
-        user_id: String::new(),
-        items: vec![pb::CreateOrderItem {
-            sku: "MUG-1".into(),
-            quantity: 1,
-        }],
-        payment_method: "pm_card_ok".into(),
-        idempotency_key: key.into(),
-    }
-}
-
 async fn calls_beyond_a_methods_limit_are_refused_with_a_retry_delay_not_queued(db: TestDb) {
     let s = Stack::start(db).await;
     s.product("MUG-1", 1_000, 100).await;
     // An order service of its own (so its limits start fresh) whose inventory
-    // calls go through a proxy the test stalls: its sagas hang mid-step,
-    // admitted and unanswered, as under a real hold-up.
-    let proxy = StallProxy::start(s.inventory.grpc_addr).await;
-    let mut peers =
-        emporium_testkit::peers(&s.user, &s.inventory, s.payment.as_ref().unwrap().url());
-    peers.inventory.url = proxy.url();
+    // calls the test stalls: its sagas hang mid-step, admitted and unanswered,
+    // as under a real hold-up.
     let saga = SagaConfig {
         retry_budget_ms: 30_000,
         lease_ms: 40_000,
         ..saga_config()
     };
-    let order = spawn_order(s.db.another(), peers, saga).await;
+    let (proxy, order, _) = crate::order_with_stallable_inventory(&s, saga).await;
     let orders = pb::order_service_client::OrderServiceClient::new(order.channel().await);
 
     proxy.stall();
@@ -56,7 +38,7 @@ async fn calls_beyond_a_methods_limit_are_refused_with_a_retry_delay_not_queued(
         let (mut orders, token) = (orders.clone(), s.customer_token.clone());
         held.push(tokio::spawn(async move {
             orders
-                .create_order(bearer(order_of(&format!("held-{i}")), &token))
+                .create_order(bearer(one_mug(&format!("held-{i}")), &token))
                 .await
         }));
     }
@@ -84,7 +66,7 @@ async fn calls_beyond_a_methods_limit_are_refused_with_a_retry_delay_not_queued(
     .await;
 
     // Refused at once: were it queued, it would hang behind the stall.
-    let mut over = bearer(order_of("one-too-many"), &s.customer_token);
+    let mut over = bearer(one_mug("one-too-many"), &s.customer_token);
     over.set_timeout(Duration::from_secs(5));
     let refused = orders
         .clone()
@@ -123,7 +105,7 @@ async fn calls_beyond_a_methods_limit_are_refused_with_a_retry_delay_not_queued(
     }
     let retried = orders
         .clone()
-        .create_order(bearer(order_of("one-too-many"), &s.customer_token))
+        .create_order(bearer(one_mug("one-too-many"), &s.customer_token))
         .await
         .expect("admitted once there is room")
         .into_inner()
