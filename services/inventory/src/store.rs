@@ -486,12 +486,10 @@ impl Store {
     /// Stores a RESERVED reservation and holds its units, all or nothing.
     pub async fn reserve(&self, r: &Reservation) -> Result<Reserved, Error> {
         let mut tx = self.db.begin("reserve").await?;
-        if let Some(existing) = load_reservation(&mut tx, r.order_id).await? {
-            tx.rollback().await?;
-            return Ok(Reserved::Existing(existing));
-        }
         // The order id is the idempotency key: a concurrent call for the same
-        // order waits on this insert (PostgreSQL) and then finds the winner's row.
+        // order waits on this insert (PostgreSQL) and then finds the winner's row,
+        // as does a repeated call (the service looks first, outside the
+        // transaction, so that a repeat needs no product lookups).
         let inserted = sqlx::query(
             "INSERT INTO reservations (order_id, status, total, currency, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (order_id) DO NOTHING",

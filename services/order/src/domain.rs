@@ -286,7 +286,7 @@ pub struct Order {
     pub currency: Option<Currency>,
     /// Total in minor units, once reserved.
     pub total: Option<i64>,
-    /// A Charge was sent and its outcome is not known.
+    /// A Charge is about to be sent or was sent, and its outcome is not known.
     pub charge_unknown: bool,
     /// Why it was cancelled (also set while compensating).
     pub cancel_reason: Option<CancelReason>,

@@ -148,6 +148,9 @@ pub struct Saga {
 struct Run {
     order: Order,
     lease: Lease,
+    /// The items' prices changed since the last save (only the reservation
+    /// sets them): the next save writes the items too.
+    items_changed: bool,
 }
 
 impl Saga {
@@ -230,7 +233,13 @@ impl Saga {
         tokio::spawn(
             async move {
                 let id = order.id;
-                let result = saga.run(Run { order, lease }).await;
+                let result = saga
+                    .run(Run {
+                        order,
+                        lease,
+                        items_changed: false,
+                    })
+                    .await;
                 match &result {
                     Ok(_) => {}
                     Err(Error::Aborted(why)) => {
@@ -369,6 +378,10 @@ impl Saga {
                         }
                         order.currency = Some(r.currency);
                         order.total = Some(r.total);
+                        run.items_changed = true;
+                        // Stored with the step, in one transaction: the charge
+                        // call comes next, and from then on a charge may exist.
+                        order.charge_unknown = true;
                         self.advance(run, Step::Charge).await
                     }
                     Ok(Reserve::OutOfStock(skus)) => {
@@ -392,9 +405,12 @@ impl Saga {
             Step::Charge => {
                 // Recorded before the call: from here until payment answers
                 // definitively, a charge may exist (a crash, a timeout or a lost
-                // reply leaves it so).
-                run.order.charge_unknown = true;
-                self.save(run).await?;
+                // reply leaves it so). The reservation stores it with this step;
+                // an order stored here by an earlier version may lack it.
+                if !run.order.charge_unknown {
+                    run.order.charge_unknown = true;
+                    self.save(run).await?;
+                }
                 let charged = self.charge(&run.order).await;
                 match charged {
                     Ok(Charge::Captured(payment_id)) => {
@@ -598,11 +614,12 @@ impl Saga {
         order.updated_at = now_micros();
         if !self
             .store
-            .save(order, run.lease, self.leases.until())
+            .save(order, run.lease, self.leases.until(), run.items_changed)
             .await?
         {
             return Err(Error::Aborted("another run took over this order"));
         }
+        run.items_changed = false;
         self.publish(order);
         Ok(())
     }

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use emporium_common::db::{Db, DbFailure, classify};
+use emporium_common::db::Db;
 use sqlx::FromRow;
 use uuid::Uuid;
 
@@ -151,7 +151,8 @@ impl Store {
         let inserted = sqlx::query(
             "INSERT INTO orders (id, user_id, idempotency_key, fingerprint, status, step, payment_method, \
                charge_unknown, version, lease_owner, lease_until, lease_epoch, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, 1, $11, $12)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, 1, $11, $12) \
+             ON CONFLICT DO NOTHING",
         )
         .bind(order.id.to_string())
         .bind(order.user_id.to_string())
@@ -166,11 +167,12 @@ impl Store {
         .bind(order.created_at)
         .bind(order.updated_at)
         .execute(&mut *tx)
-        .await;
-        match inserted {
-            Ok(_) => {}
-            Err(e) if classify(&e) == DbFailure::UniqueViolation => return Ok(Inserted::Duplicate),
-            Err(e) => return Err(e.into()),
+        .await?;
+        // The (user, key) index: ids are new v7 UUIDs. Not an error, so that
+        // PostgreSQL does not log every repeated request.
+        if inserted.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(Inserted::Duplicate);
         }
         for (i, item) in order.items.iter().enumerate() {
             sqlx::query(
@@ -309,9 +311,16 @@ impl Store {
             .collect()
     }
 
-    /// Writes the order's mutable fields (and its items' prices) if `lease` is
-    /// still the order's, renewing it until `lease_until`. `false`: lease lost.
-    pub async fn save(&self, order: &Order, lease: Lease, lease_until: i64) -> Result<bool, Error> {
+    /// Writes the order's mutable fields (and, with `items_changed`, its items'
+    /// prices) if `lease` is still the order's, renewing it until `lease_until`.
+    /// `false`: lease lost.
+    pub async fn save(
+        &self,
+        order: &Order,
+        lease: Lease,
+        lease_until: i64,
+        items_changed: bool,
+    ) -> Result<bool, Error> {
         let mut tx = self.db.begin("save").await?;
         let done = sqlx::query(
             "UPDATE orders SET status = $3, step = $4, payment_id = $5, currency = $6, total = $7, \
@@ -337,18 +346,20 @@ impl Store {
         if done.rows_affected() == 0 {
             return Ok(false);
         }
-        for (i, item) in order.items.iter().enumerate() {
-            sqlx::query(
-                "UPDATE order_items SET product_id = $3, name = $4, unit_price = $5 \
-                 WHERE order_id = $1 AND line_no = $2",
-            )
-            .bind(order.id.to_string())
-            .bind(i as i64)
-            .bind(item.product_id.clone())
-            .bind(item.name.clone())
-            .bind(item.unit_price)
-            .execute(&mut *tx)
-            .await?;
+        if items_changed {
+            for (i, item) in order.items.iter().enumerate() {
+                sqlx::query(
+                    "UPDATE order_items SET product_id = $3, name = $4, unit_price = $5 \
+                     WHERE order_id = $1 AND line_no = $2",
+                )
+                .bind(order.id.to_string())
+                .bind(i as i64)
+                .bind(item.product_id.clone())
+                .bind(item.name.clone())
+                .bind(item.unit_price)
+                .execute(&mut *tx)
+                .await?;
+            }
         }
         self.db
             .notify(&mut tx, CHANGES, &order.id.to_string())

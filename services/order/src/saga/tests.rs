@@ -663,7 +663,7 @@ async fn a_run_whose_lease_was_claimed_again_cannot_write() {
     stale.version += 1;
     assert!(
         !h.store
-            .save(&stale, first, h.saga.leases().until())
+            .save(&stale, first, h.saga.leases().until(), false)
             .await
             .unwrap(),
         "a fenced-out run wrote"
@@ -672,7 +672,7 @@ async fn a_run_whose_lease_was_claimed_again_cannot_write() {
     stale.version += 1;
     assert!(
         h.store
-            .save(&stale, second, h.saga.leases().until())
+            .save(&stale, second, h.saga.leases().until(), false)
             .await
             .unwrap()
     );
