@@ -7,8 +7,8 @@
 
 use std::collections::HashMap;
 
-use emporium_common::db::Db;
-use sqlx::FromRow;
+use emporium_common::db::{Backend, Db};
+use sqlx::{AssertSqlSafe, FromRow};
 use uuid::Uuid;
 
 use crate::{
@@ -20,6 +20,35 @@ use crate::{
 /// The PostgreSQL channel on which every stored change of an order is
 /// announced (payload: the order id), so each replica can tell its watchers.
 pub const CHANGES: &str = "emporium_order_changes";
+
+/// A save of the order's mutable fields, fenced by the lease epoch: $1 the
+/// order, $2 the epoch, $3… the fields ([`bind_save`]).
+const SAVE: &str = "UPDATE orders SET status = $3, step = $4, payment_id = $5, currency = $6, \
+       total = $7, charge_unknown = $8, cancel_reason = $9, cancel_detail = $10, version = $11, \
+       updated_at = $12, lease_until = $13 \
+     WHERE id = $1 AND lease_epoch = $2";
+
+fn bind_save<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    order: &Order,
+    lease: Lease,
+    lease_until: i64,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    query
+        .bind(order.id.to_string())
+        .bind(lease.epoch)
+        .bind(order.status.as_str())
+        .bind(order.step.as_str())
+        .bind(order.payment_id.clone())
+        .bind(order.currency.as_ref().map(|c| c.as_str().to_owned()))
+        .bind(order.total)
+        .bind(i64::from(order.charge_unknown))
+        .bind(order.cancel_reason.map(|r| r.as_str().to_owned()))
+        .bind(order.cancel_detail.clone())
+        .bind(order.version)
+        .bind(order.updated_at)
+        .bind(lease_until)
+}
 
 /// The embedded migrations of this service.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -321,45 +350,35 @@ impl Store {
         lease_until: i64,
         items_changed: bool,
     ) -> Result<bool, Error> {
+        if !items_changed {
+            // One statement (with its notice on PostgreSQL): no transaction to open.
+            // Built from SAVE and a fixed template only.
+            let sql = AssertSqlSafe(self.db.with_notice(SAVE, 14));
+            let mut query = bind_save(sqlx::query(sql), order, lease, lease_until);
+            if self.db.backend() == Backend::Postgres {
+                query = query.bind(CHANGES);
+            }
+            return Ok(self.db.write_one("save", query).await?.rows_affected() > 0);
+        }
         let mut tx = self.db.begin("save").await?;
-        let done = sqlx::query(
-            "UPDATE orders SET status = $3, step = $4, payment_id = $5, currency = $6, total = $7, \
-               charge_unknown = $8, cancel_reason = $9, cancel_detail = $10, version = $11, \
-               updated_at = $12, lease_until = $13 \
-             WHERE id = $1 AND lease_epoch = $2",
-        )
-        .bind(order.id.to_string())
-        .bind(lease.epoch)
-        .bind(order.status.as_str())
-        .bind(order.step.as_str())
-        .bind(order.payment_id.clone())
-        .bind(order.currency.as_ref().map(|c| c.as_str().to_owned()))
-        .bind(order.total)
-        .bind(i64::from(order.charge_unknown))
-        .bind(order.cancel_reason.map(|r| r.as_str().to_owned()))
-        .bind(order.cancel_detail.clone())
-        .bind(order.version)
-        .bind(order.updated_at)
-        .bind(lease_until)
-        .execute(&mut *tx)
-        .await?;
+        let done = bind_save(sqlx::query(SAVE), order, lease, lease_until)
+            .execute(&mut *tx)
+            .await?;
         if done.rows_affected() == 0 {
             return Ok(false);
         }
-        if items_changed {
-            for (i, item) in order.items.iter().enumerate() {
-                sqlx::query(
-                    "UPDATE order_items SET product_id = $3, name = $4, unit_price = $5 \
-                     WHERE order_id = $1 AND line_no = $2",
-                )
-                .bind(order.id.to_string())
-                .bind(i as i64)
-                .bind(item.product_id.clone())
-                .bind(item.name.clone())
-                .bind(item.unit_price)
-                .execute(&mut *tx)
-                .await?;
-            }
+        for (i, item) in order.items.iter().enumerate() {
+            sqlx::query(
+                "UPDATE order_items SET product_id = $3, name = $4, unit_price = $5 \
+                 WHERE order_id = $1 AND line_no = $2",
+            )
+            .bind(order.id.to_string())
+            .bind(i as i64)
+            .bind(item.product_id.clone())
+            .bind(item.name.clone())
+            .bind(item.unit_price)
+            .execute(&mut *tx)
+            .await?;
         }
         self.db
             .notify(&mut tx, CHANGES, &order.id.to_string())

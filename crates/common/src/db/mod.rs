@@ -149,16 +149,7 @@ impl Db {
     /// `db_transaction_duration_seconds`. Dropping the [`Tx`] uncommitted rolls
     /// it back and marks the span failed.
     pub async fn begin(&self, operation: &'static str) -> Result<Tx, sqlx::Error> {
-        let span = tracing::info_span!(
-            "db.transaction",
-            otel.name = %format_args!("db.{operation}"),
-            otel.kind = "client",
-            otel.status_code = Empty,
-            otel.status_description = Empty,
-            db.system.name = self.backend.system_name(),
-            db.namespace = %self.name,
-            db.operation.name = operation,
-        );
+        let span = self.transaction_span(operation);
         let start = Instant::now();
         match self.writer.begin().instrument(span.clone()).await {
             Ok(tx) => Ok(Tx {
@@ -173,6 +164,44 @@ impl Db {
                 Err(e)
             }
         }
+    }
+
+    /// Runs one write statement on its own, as its own transaction (no
+    /// `BEGIN` and `COMMIT` round trips: two of them were as many as the
+    /// statement), traced and timed like [`Db::begin`]'s transactions.
+    pub async fn write_one<'q>(
+        &self,
+        operation: &'static str,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    ) -> Result<sqlx::any::AnyQueryResult, sqlx::Error> {
+        let span = self.transaction_span(operation);
+        let start = Instant::now();
+        let result = query.execute(&self.writer).instrument(span.clone()).await;
+        let outcome = if result.is_ok() { "commit" } else { "rollback" };
+        metrics::histogram!(
+            "db_transaction_duration_seconds",
+            "db" => self.name.to_string(),
+            "operation" => operation,
+            "outcome" => outcome,
+        )
+        .record(start.elapsed().as_secs_f64());
+        if result.is_err() {
+            crate::telemetry::trace::record_error(&span, "statement failed");
+        }
+        result
+    }
+
+    fn transaction_span(&self, operation: &'static str) -> tracing::Span {
+        tracing::info_span!(
+            "db.transaction",
+            otel.name = %format_args!("db.{operation}"),
+            otel.kind = "client",
+            otel.status_code = Empty,
+            otel.status_description = Empty,
+            db.system.name = self.backend.system_name(),
+            db.namespace = %self.name,
+            db.operation.name = operation,
+        )
     }
 
     /// Registers this database's pool gauges, refreshed at every scrape of

@@ -56,6 +56,22 @@ impl Db {
         Ok(())
     }
 
+    /// `write`, one INSERT or UPDATE of rows with a text `id`, made to also
+    /// send each written row's id on a channel when it commits: on PostgreSQL
+    /// `WITH written AS (write RETURNING id) SELECT pg_notify($n, id) …`, with
+    /// the channel bound as parameter `channel_param` (bind it last); on SQLite
+    /// `write` itself, with nothing more to bind. Either way the rows affected
+    /// are the rows written, and no transaction or second statement is needed.
+    pub fn with_notice(&self, write: &str, channel_param: usize) -> String {
+        match self.backend {
+            Backend::Postgres => format!(
+                "WITH written AS ({write} RETURNING id) \
+                 SELECT pg_notify(${channel_param}, id) FROM written"
+            ),
+            Backend::Sqlite => write.to_owned(),
+        }
+    }
+
     /// Listens on `channel` over a connection of its own (PostgreSQL); `None`
     /// on SQLite.
     pub async fn listen(&self, channel: &str) -> Result<Option<Listener>, sqlx::Error> {

@@ -10,6 +10,7 @@ mod oversell;
 mod replicas;
 mod saga;
 mod shedding;
+mod store;
 mod watch;
 mod watch_limits;
 
