@@ -4,7 +4,7 @@
 //! `/proc` for CPU time and resident memory.
 
 use std::{
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -33,12 +33,17 @@ impl Drop for Proc {
     }
 }
 
-/// A free loopback port (released at once; a race with another process is
-/// possible but harmless here).
+// The testkit's, compiled in here: the bench must not depend on the testkit
+// (see Cargo.toml), and a port from `bind(0)` was taken by an outgoing
+// connection before a service bound it.
+#[path = "../../testkit/src/ports.rs"]
+#[allow(unreachable_pub)]
+mod ports;
+
+/// A free loopback address below the ephemeral port range.
 pub fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
+    let port = ports::free_port().expect("a free port");
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 /// How to start one process.

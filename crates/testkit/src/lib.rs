@@ -24,6 +24,7 @@ pub mod chaos;
 pub mod hostile;
 pub mod invariants;
 pub mod otel;
+pub mod ports;
 pub mod postgres;
 pub mod probe;
 pub mod process;

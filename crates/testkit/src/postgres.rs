@@ -8,7 +8,6 @@
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::net::TcpListener;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -373,10 +372,7 @@ fn stop_argv(runner: &Runner, bin: &PgBin, data: &Path) -> Vec<OsString> {
 }
 
 fn free_port() -> Result<u16, String> {
-    TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .map_err(|err| format!("cannot find a free port on 127.0.0.1: {err}"))
+    crate::ports::free_port().map_err(|err| format!("cannot find a free port on 127.0.0.1: {err}"))
 }
 
 /// The directory of a PostgreSQL installation.
