@@ -486,7 +486,7 @@ impl Tokens {
         let reject = |m: &str| TokenError::Rejected(m.to_owned());
         let header = jsonwebtoken::decode_header(token).map_err(|e| reject(&e.to_string()))?;
         let kid = header.kid.ok_or_else(|| reject("no kid"))?;
-        let (claims, service) = if kid == self.inner.service_key_id {
+        let (claims, service, key_accept_until) = if kid == self.inner.service_key_id {
             let me = self
                 .inner
                 .this_service
@@ -518,7 +518,7 @@ impl Tokens {
             {
                 return Err(reject("service token replayed"));
             }
-            (data.claims, Some(name))
+            (data.claims, Some(name), None)
         } else {
             let key = self
                 .inner
@@ -534,7 +534,7 @@ impl Tokens {
             if data.claims.obo.is_some() {
                 return Err(reject("user token with an on-behalf-of claim"));
             }
-            (data.claims, None)
+            (data.claims, None, key.accept_until)
         };
         let user = match &service {
             Some(_) => claims
@@ -572,7 +572,6 @@ impl Tokens {
             certificate: None,
             valid_until,
         };
-        let key_accept_until = self.inner.user_keys.get(&kid).and_then(|k| k.accept_until);
         self.verified().insert(
             token,
             Verified {

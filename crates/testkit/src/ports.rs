@@ -15,11 +15,7 @@ use std::{
 pub fn free_port() -> std::io::Result<u16> {
     const LOWEST: u32 = 10_000;
     static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
-    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(32_768);
-    let span = ephemeral.saturating_sub(LOWEST);
+    let span = ephemeral_start().saturating_sub(LOWEST);
     if span >= 1_000 {
         let _ = NEXT.compare_exchange(
             u32::MAX,
@@ -37,23 +33,28 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
 }
 
+/// The first port of the kernel's ephemeral range.
+fn ephemeral_start() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn ports_are_free_distinct_and_not_ephemeral() {
-        let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
-            .unwrap_or(32_768);
+        let ephemeral = ephemeral_start();
         let ports: Vec<u16> = (0..50).map(|_| free_port().unwrap()).collect();
         let mut distinct = ports.clone();
         distinct.sort_unstable();
         distinct.dedup();
         assert_eq!(distinct.len(), ports.len(), "{ports:?}");
         for p in ports {
-            assert!(p < ephemeral, "{p} is in the ephemeral range");
+            assert!(u32::from(p) < ephemeral, "{p} is in the ephemeral range");
             TcpListener::bind(("127.0.0.1", p)).unwrap();
         }
     }

@@ -5,7 +5,7 @@
 //! applies only while the writing run still holds the order, so two runs can
 //! never both drive one saga.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use emporium_common::db::{Backend, Db};
 use sqlx::{AssertSqlSafe, FromRow};
@@ -57,6 +57,9 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 #[derive(Debug, Clone)]
 pub struct Store {
     db: Db,
+    /// [`SAVE`] with its change notice on PostgreSQL (`Db::with_notice`),
+    /// built from constants only.
+    save_announced: Arc<str>,
 }
 
 #[derive(FromRow)]
@@ -159,7 +162,8 @@ pub struct ListQuery {
 impl Store {
     /// A store over the service's database.
     pub fn new(db: Db) -> Self {
-        Self { db }
+        let save_announced = db.with_notice(SAVE, 14).into();
+        Self { db, save_announced }
     }
 
     /// The database, for readiness checks.
@@ -352,8 +356,7 @@ impl Store {
     ) -> Result<bool, Error> {
         if !items_changed {
             // One statement (with its notice on PostgreSQL): no transaction to open.
-            // Built from SAVE and a fixed template only.
-            let sql = AssertSqlSafe(self.db.with_notice(SAVE, 14));
+            let sql = AssertSqlSafe(self.save_announced.clone());
             let mut query = bind_save(sqlx::query(sql), order, lease, lease_until);
             if self.db.backend() == Backend::Postgres {
                 query = query.bind(CHANGES);

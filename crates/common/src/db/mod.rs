@@ -177,17 +177,8 @@ impl Db {
         let span = self.transaction_span(operation);
         let start = Instant::now();
         let result = query.execute(&self.writer).instrument(span.clone()).await;
-        let outcome = if result.is_ok() { "commit" } else { "rollback" };
-        metrics::histogram!(
-            "db_transaction_duration_seconds",
-            "db" => self.name.to_string(),
-            "operation" => operation,
-            "outcome" => outcome,
-        )
-        .record(start.elapsed().as_secs_f64());
-        if result.is_err() {
-            crate::telemetry::trace::record_error(&span, "statement failed");
-        }
+        let failure = result.is_err().then_some("statement failed");
+        tx::finished(&self.name, operation, start, &span, failure);
         result
     }
 

@@ -42,16 +42,28 @@ impl Tx {
     }
 
     fn finish(&self, failure: Option<&str>) {
-        metrics::histogram!(
-            "db_transaction_duration_seconds",
-            "db" => self.db.to_string(),
-            "operation" => self.operation,
-            "outcome" => if failure.is_none() { "commit" } else { "rollback" },
-        )
-        .record(self.start.elapsed().as_secs_f64());
-        if let Some(why) = failure {
-            crate::telemetry::trace::record_error(&self.span, why);
-        }
+        finished(&self.db, self.operation, self.start, &self.span, failure);
+    }
+}
+
+/// Records how a write transaction (or a single write statement) ended: its
+/// duration in `db_transaction_duration_seconds`, and on its span why it failed.
+pub(super) fn finished(
+    db: &str,
+    operation: &'static str,
+    start: Instant,
+    span: &tracing::Span,
+    failure: Option<&str>,
+) {
+    metrics::histogram!(
+        "db_transaction_duration_seconds",
+        "db" => db.to_owned(),
+        "operation" => operation,
+        "outcome" => if failure.is_none() { "commit" } else { "rollback" },
+    )
+    .record(start.elapsed().as_secs_f64());
+    if let Some(why) = failure {
+        crate::telemetry::trace::record_error(span, why);
     }
 }
 

@@ -337,18 +337,7 @@ async fn concurrent_replays_create_one_order(db: TestDb) {
         let token = s.customer_token.clone();
         calls.push(tokio::spawn(async move {
             client
-                .create_order(bearer(
-                    pb::CreateOrderRequest {
-                        user_id: String::new(),
-                        items: vec![pb::CreateOrderItem {
-                            sku: "MUG-1".into(),
-                            quantity: 1,
-                        }],
-                        payment_method: "pm_card_ok".into(),
-                        idempotency_key: "racy".into(),
-                    },
-                    &token,
-                ))
+                .create_order(bearer(crate::one_mug("racy"), &token))
                 .await
         }));
     }
@@ -493,12 +482,7 @@ async fn requests_are_validated_field_by_field(db: TestDb) {
         .create_order(bearer(
             pb::CreateOrderRequest {
                 user_id: Uuid::now_v7().to_string(),
-                items: vec![pb::CreateOrderItem {
-                    sku: "MUG-1".into(),
-                    quantity: 1,
-                }],
-                payment_method: "pm_card_ok".into(),
-                idempotency_key: "other".into(),
+                ..crate::one_mug("other")
             },
             &s.customer_token,
         ))
